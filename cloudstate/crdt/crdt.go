@@ -1,0 +1,124 @@
+// Package crdt implements the conflict-free replicated data types that a
+// proxy holds for Cloudstate CRDT entities: GCounter, PNCounter, GSet, ORSet,
+// LWWRegister, Flag, ORMap and Vote.
+//
+// Each value is one node's replica. Local operations change it and yield a
+// delta; deltas and full states from other nodes merge into it. Merging is
+// idempotent, commutative and associative, so replicas that have seen the
+// same operations hold the same value whatever the order and repetition of
+// delivery.
+//
+// The package also translates between replicas and the Cloudstate wire
+// protocol: it applies a user function's CrdtStateAction to a replica, and
+// computes the full CrdtState or the CrdtDelta a user function must be told.
+//
+// The package does no I/O, logs nothing and reads no clock; callers pass the
+// time where a type needs it.
+package crdt
+
+import (
+	"errors"
+
+	"github.com/cloudchat/cloudchat/gen/cloudstate/protocol"
+)
+
+// NodeID identifies a replica: one proxy node of a cluster.
+type NodeID string
+
+// Kind is the type of a CRDT.
+type Kind uint8
+
+// The kinds of CRDT, numbered as the cases of protocol.CrdtState.
+const (
+	KindGCounter Kind = iota + 1
+	KindPNCounter
+	KindGSet
+	KindORSet
+	KindLWWRegister
+	KindFlag
+	KindORMap
+	KindVote
+)
+
+// ErrIncompatible reports a change that cannot be expressed as a delta of
+// the protocol, such as a value whose kind changed. The caller sends the
+// full state instead.
+var ErrIncompatible = errors.New("incompatible change")
+
+// CRDT is one node's replica of a replicated value. A CRDT is not safe for
+// concurrent use.
+type CRDT interface {
+	// Kind returns the type of the value.
+	Kind() Kind
+	// Merge joins other, a full state or a delta of the same kind from any
+	// node, into the receiver. It does not keep other. Merging the same
+	// state twice, or states in any order, gives the same result.
+	Merge(other CRDT) error
+	// Clone returns a deep copy.
+	Clone() CRDT
+}
+
+// Membership is the set of live nodes as one node sees it. Votes count only
+// live nodes.
+type Membership struct {
+	// Self is the node that computes a view.
+	Self NodeID
+	// Alive lists the live nodes, Self included while it is a member.
+	Alive []NodeID
+}
+
+// Applied is the outcome of applying a state action to a replica.
+type Applied struct {
+	// Value is the replica after the action; nil after a delete.
+	Value CRDT
+	// Delta is the change to send to other nodes; nil when nothing changed.
+	Delta CRDT
+	// Deleted reports a delete action.
+	Deleted bool
+}
+
+// New returns an empty replica of the given kind.
+func New(kind Kind) (CRDT, error) {
+	return nil, errors.New("crdt: not implemented")
+}
+
+// Apply applies a state action that a user function reported to node's
+// replica cur, which is nil when the node holds no value. It may change cur
+// in place. now is the wall-clock time in Unix milliseconds, used by
+// registers on the default clock.
+func Apply(cur CRDT, node NodeID, now int64, action *protocol.CrdtStateAction) (Applied, error) {
+	return Applied{}, errors.New("crdt: not implemented")
+}
+
+// View returns the full state a user function on m.Self is told of c.
+// Elements, entries and keys are in a deterministic order, so two views of
+// equal values are proto.Equal.
+func View(c CRDT, m Membership) *protocol.CrdtState {
+	return nil
+}
+
+// Diff returns the delta that takes a user function holding old to new, or
+// nil when they are equal. old may be nil. It returns ErrIncompatible when no
+// delta can express the change.
+func Diff(old, new *protocol.CrdtState) (*protocol.CrdtDelta, error) {
+	return nil, errors.New("crdt: not implemented")
+}
+
+// ApplyToState returns the value a user function holds after it reported
+// action on st, which is nil when it held none. It reads the action as a user
+// function means it: a VoteDelta changes only this node's vote. It returns
+// nil after a delete. It does not change st.
+func ApplyToState(st *protocol.CrdtState, action *protocol.CrdtStateAction) (*protocol.CrdtState, error) {
+	return nil, errors.New("crdt: not implemented")
+}
+
+// Marshal encodes a replica, full state or delta, for other nodes.
+func Marshal(c CRDT) ([]byte, error) {
+	return nil, errors.New("crdt: not implemented")
+}
+
+// Unmarshal decodes what Marshal encoded. It validates its input and
+// returns an error, never a partial value, when it is malformed.
+func Unmarshal(b []byte) (CRDT, error) {
+	return nil, errors.New("crdt: not implemented")
+}
