@@ -1,0 +1,127 @@
+// Command gateway serves the chat's single-page app and its APIs; see package
+// gateway. Each setting is a flag with an environment fallback; the flag wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/cloudchat/cloudchat/gateway"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	host := flag.String("host", env("HOST", "0.0.0.0"), "address to listen on (env HOST)")
+	port := flag.String("port", env("PORT", "3000"), "port to listen on (env PORT)")
+	presence := flag.String("presence", env("PRESENCE", "presence:80"),
+		"presence proxy host:port, comma-separated for replicas (env PRESENCE)")
+	friends := flag.String("friends", env("FRIENDS", "friends:80"),
+		"friends proxy host:port, comma-separated for replicas (env FRIENDS)")
+	secret := flag.String("token-secret", env("TOKEN_SECRET", ""),
+		"secret that signs tokens, at least 32 bytes; random when empty (env TOKEN_SECRET)")
+	logLevel := flag.String("log-level", env("LOG_LEVEL", "info"),
+		"debug, info, warn or error (env LOG_LEVEL)")
+	logFormat := flag.String("log-format", env("LOG_FORMAT", "auto"),
+		"text, json, or auto: text on a terminal, JSON elsewhere (env LOG_FORMAT)")
+	flag.Parse()
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("log level %q: %w", *logLevel, err)
+	}
+	logger, err := newLogger(*logFormat, level)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(*port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", *port)
+	}
+	presenceAddrs, err := gateway.ParseAddrs(*presence)
+	if err != nil {
+		return fmt.Errorf("presence: %w", err)
+	}
+	friendsAddrs, err := gateway.ParseAddrs(*friends)
+	if err != nil {
+		return fmt.Errorf("friends: %w", err)
+	}
+	var tokenSecret []byte
+	if *secret != "" {
+		tokenSecret = []byte(*secret)
+		if len(tokenSecret) < gateway.MinSecretLen {
+			return fmt.Errorf("token secret is %d bytes, less than %d",
+				len(tokenSecret), gateway.MinSecretLen)
+		}
+	} else {
+		logger.Warn("no token secret set; using a random one, so tokens end with this process")
+	}
+
+	g, err := gateway.New(gateway.Config{
+		Addr:        net.JoinHostPort(*host, *port),
+		Presence:    presenceAddrs,
+		Friends:     friendsAddrs,
+		TokenSecret: tokenSecret,
+		Logger:      logger,
+	})
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- g.Run() }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+
+	logger.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return <-served
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+// newLogger logs to stderr in the given format; "auto" picks text for a
+// terminal and JSON anywhere else, such as a container's log collector.
+func newLogger(format string, level slog.Level) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "auto" {
+		format = "json"
+		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			format = "text"
+		}
+	}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q is not text, json or auto", format)
+}
