@@ -1,0 +1,169 @@
+// Command proxy runs a Cloudstate proxy beside one user function; see
+// package proxy. Each setting is a flag with an environment fallback; the
+// flag wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/cloudchat/cloudchat/cloudstate/proxy"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "proxy:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	hostname, _ := os.Hostname()
+	def := fmt.Sprint
+	var (
+		httpHost = flag.String("http-host", env("HTTP_HOST", "0.0.0.0"),
+			"address to serve clients and metrics on (env HTTP_HOST)")
+		httpPort = flag.String("http-port", env("HTTP_PORT", "9000"),
+			"port to serve clients on (env HTTP_PORT)")
+		metricsPort = flag.String("metrics-port", env("METRICS_PORT", "9090"),
+			"port of /metrics, /healthz and /readyz (env METRICS_PORT)")
+		fnHost = flag.String("user-function-host", env("USER_FUNCTION_HOST", "127.0.0.1"),
+			"user function host (env USER_FUNCTION_HOST)")
+		fnPort = flag.String("user-function-port", env("USER_FUNCTION_PORT", "8080"),
+			"user function port (env USER_FUNCTION_PORT)")
+		nodeName = flag.String("node-name", env("NODE_NAME", hostname),
+			"this node's name in the CRDTs (env NODE_NAME)")
+		passivation = flag.String("passivation-timeout", env("PASSIVATION_TIMEOUT", "30s"),
+			"idle time before an entity is stopped (env PASSIVATION_TIMEOUT)")
+		maxMessage = flag.String("max-message-bytes",
+			env("MAX_MESSAGE_BYTES", def(proxy.DefaultMaxMessageBytes)),
+			"largest message accepted or sent (env MAX_MESSAGE_BYTES)")
+		queue = flag.String("entity-queue-size",
+			env("ENTITY_QUEUE_SIZE", def(proxy.DefaultEntityQueueSize)),
+			"commands queued per entity (env ENTITY_QUEUE_SIZE)")
+		maxStreams = flag.String("max-streams", env("MAX_STREAMS", def(proxy.DefaultMaxStreams)),
+			"server-streamed calls open at once (env MAX_STREAMS)")
+		maxEntities = flag.String("max-entities", env("MAX_ENTITIES", def(proxy.DefaultMaxEntities)),
+			"entities active at once (env MAX_ENTITIES)")
+		grace = flag.String("shutdown-timeout", env("SHUTDOWN_TIMEOUT", "15s"),
+			"time to drain calls on shutdown (env SHUTDOWN_TIMEOUT)")
+		level = flag.String("log-level", env("LOG_LEVEL", "info"),
+			"debug, info, warn or error (env LOG_LEVEL)")
+	)
+	flag.Parse()
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+
+	var logLevel slog.Level
+	if err := logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("log level %q: %w", *level, err)
+	}
+	cfg := proxy.Config{
+		Logger:   newLogger(logLevel),
+		NodeName: *nodeName,
+		Version:  version(),
+	}
+	var err error
+	if cfg.HTTPAddr, err = hostPort("http-host/http-port", *httpHost, *httpPort); err != nil {
+		return err
+	}
+	if cfg.MetricsAddr, err = hostPort("metrics-port", *httpHost, *metricsPort); err != nil {
+		return err
+	}
+	if cfg.FunctionAddr, err = hostPort("user-function-host/port", *fnHost, *fnPort); err != nil {
+		return err
+	}
+	cfg.PassivationTimeout, err = positiveDuration("passivation-timeout", *passivation)
+	if err != nil {
+		return err
+	}
+	shutdownTimeout, err := positiveDuration("shutdown-timeout", *grace)
+	if err != nil {
+		return err
+	}
+	for _, s := range []struct {
+		name string
+		v    string
+		dst  *int
+	}{
+		{"max-message-bytes", *maxMessage, &cfg.MaxMessageBytes},
+		{"entity-queue-size", *queue, &cfg.EntityQueueSize},
+		{"max-streams", *maxStreams, &cfg.MaxStreams},
+		{"max-entities", *maxEntities, &cfg.MaxEntities},
+	} {
+		n, err := strconv.Atoi(s.v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("%s: %q is not a positive number", s.name, s.v)
+		}
+		*s.dst = n
+	}
+
+	p, err := proxy.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	runErr := p.Run(ctx)
+	stop()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	return errors.Join(runErr, p.Shutdown(shutdownCtx))
+}
+
+// env returns the environment variable name, or def when it is unset.
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+// hostPort joins and validates a host and a port.
+func hostPort(name, host, port string) (string, error) {
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return "", fmt.Errorf("%s: port %q is not a number in 0..65535", name, port)
+	}
+	if host == "" {
+		return "", fmt.Errorf("%s: empty host", name)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// positiveDuration parses a duration that must be above zero.
+func positiveDuration(name, v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s: %q is not a positive duration such as 30s", name, v)
+	}
+	return d, nil
+}
+
+// newLogger logs text on a terminal and JSON otherwise.
+func newLogger(level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+// version is the module version the binary was built from.
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
