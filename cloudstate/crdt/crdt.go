@@ -18,6 +18,7 @@ package crdt
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/cloudchat/cloudchat/gen/cloudstate/protocol"
 )
@@ -79,46 +80,24 @@ type Applied struct {
 
 // New returns an empty replica of the given kind.
 func New(kind Kind) (CRDT, error) {
-	return nil, errors.New("crdt: not implemented")
-}
-
-// Apply applies a state action that a user function reported to node's
-// replica cur, which is nil when the node holds no value. It may change cur
-// in place. now is the wall-clock time in Unix milliseconds, used by
-// registers on the default clock.
-func Apply(cur CRDT, node NodeID, now int64, action *protocol.CrdtStateAction) (Applied, error) {
-	return Applied{}, errors.New("crdt: not implemented")
+	st := newStore(kind)
+	if st == nil {
+		return nil, fmt.Errorf("new crdt: unknown kind %d", uint8(kind))
+	}
+	return wrap(&replica{st: st}), nil
 }
 
 // View returns the full state a user function on m.Self is told of c.
 // Elements, entries and keys are in a deterministic order, so two views of
 // equal values are proto.Equal.
+//
+// An LWWRegister's view carries only its value, the empty Any when it was
+// never written. A Vote counts only the members in m.Alive. View returns nil
+// when c is nil. The returned messages share nothing with c.
 func View(c CRDT, m Membership) *protocol.CrdtState {
-	return nil
-}
-
-// Diff returns the delta that takes a user function holding old to new, or
-// nil when they are equal. old may be nil. It returns ErrIncompatible when no
-// delta can express the change.
-func Diff(old, new *protocol.CrdtState) (*protocol.CrdtDelta, error) {
-	return nil, errors.New("crdt: not implemented")
-}
-
-// ApplyToState returns the value a user function holds after it reported
-// action on st, which is nil when it held none. It reads the action as a user
-// function means it: a VoteDelta changes only this node's vote. It returns
-// nil after a delete. It does not change st.
-func ApplyToState(st *protocol.CrdtState, action *protocol.CrdtStateAction) (*protocol.CrdtState, error) {
-	return nil, errors.New("crdt: not implemented")
-}
-
-// Marshal encodes a replica, full state or delta, for other nodes.
-func Marshal(c CRDT) ([]byte, error) {
-	return nil, errors.New("crdt: not implemented")
-}
-
-// Unmarshal decodes what Marshal encoded. It validates its input and
-// returns an error, never a partial value, when it is malformed.
-func Unmarshal(b []byte) (CRDT, error) {
-	return nil, errors.New("crdt: not implemented")
+	r, err := baseOf(c)
+	if err != nil {
+		return nil
+	}
+	return r.st.view(m)
 }

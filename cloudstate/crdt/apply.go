@@ -1,0 +1,103 @@
+package crdt
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cloudchat/cloudchat/gen/cloudstate/protocol"
+)
+
+// Apply applies a state action that a user function reported to node's
+// replica cur, which is nil when the node holds no value. It may change cur
+// in place. now is the wall-clock time in Unix milliseconds, used by
+// registers on the default clock.
+//
+// A create builds the value from the full state, adding to cur when the
+// node already holds a value of that kind: counters add the state's value,
+// sets add its elements, a register is written, a flag switched on, a map
+// puts its entries, and a Vote sets only this node's vote from self_vote. An
+// update applies the delta, to an empty value of the delta's kind when cur
+// is nil; within an ORMap, an update of a key that is gone or holds another
+// kind is ignored, as the function did not know of that change yet. A delete
+// returns Applied{Deleted: true}.
+//
+// Applied.Value is the replica to keep: cur itself, or a replacement (an
+// ORMap is changed on a copy, so that cur stays whole when a nested update
+// fails). Applied.Delta is nil when nothing changed, except that it is never
+// nil when cur is nil, so that other nodes learn that the value exists. On
+// error, cur is unchanged: a delta or state without a value, of another
+// kind than cur, with a missing element or key, a GCounter increment at or
+// above 2^63, a counter overflow, a FlagDelta{value: false} for an enabled
+// flag, an unknown clock, or nesting deeper than MaxDepth.
+func Apply(cur CRDT, node NodeID, now int64, action *protocol.CrdtStateAction) (Applied, error) {
+	switch a := action.GetAction().(type) {
+	case *protocol.CrdtStateAction_Delete:
+		return Applied{Deleted: true}, nil
+	case *protocol.CrdtStateAction_Create:
+		if err := checkState(a.Create, 0); err != nil {
+			return Applied{}, fmt.Errorf("apply create: %w", err)
+		}
+		out, err := apply(cur, node, now, stateKind(a.Create),
+			func(m *mutation, s, δ store) (bool, error) {
+				return s.applyState(m, δ, a.Create, 0)
+			})
+		if err != nil {
+			return Applied{}, fmt.Errorf("apply create: %w", err)
+		}
+		return out, nil
+	case *protocol.CrdtStateAction_Update:
+		if err := checkDelta(a.Update, 0); err != nil {
+			return Applied{}, fmt.Errorf("apply update: %w", err)
+		}
+		out, err := apply(cur, node, now, deltaKind(a.Update),
+			func(m *mutation, s, δ store) (bool, error) {
+				return s.applyDelta(m, δ, a.Update, 0)
+			})
+		if err != nil {
+			return Applied{}, fmt.Errorf("apply update: %w", err)
+		}
+		return out, nil
+	}
+	return Applied{}, errors.New("apply: state action has no action")
+}
+
+// apply runs op on node's replica cur of kind, or on a new one when cur is
+// nil, and collects the delta.
+func apply(
+	cur CRDT, node NodeID, now int64, kind Kind,
+	op func(m *mutation, s, δ store) (bool, error),
+) (Applied, error) {
+	if node == "" {
+		return Applied{}, errors.New("empty node ID")
+	}
+	var r *replica
+	if cur == nil {
+		r = &replica{st: newStore(kind)}
+	} else {
+		b, err := baseOf(cur)
+		if err != nil {
+			return Applied{}, err
+		}
+		if b.st.kind() != kind {
+			return Applied{}, fmt.Errorf("%v for a %v: %w", kind, b.st.kind(), errKindMismatch)
+		}
+		r = b
+		if kind == KindORMap {
+			r = b.clone()
+		}
+	}
+	δ := &replica{st: newStore(kind)}
+	m := &mutation{node: node, now: now, cc: &r.cc, dcc: &δ.cc}
+	changed, err := op(m, r.st, δ.st)
+	if err != nil {
+		return Applied{}, err
+	}
+	out := Applied{Value: cur}
+	if cur == nil || kind == KindORMap {
+		out.Value = wrap(r)
+	}
+	if changed || cur == nil {
+		out.Delta = wrap(δ)
+	}
+	return out, nil
+}
