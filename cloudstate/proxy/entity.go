@@ -42,9 +42,9 @@ type entity struct {
 	grace      <-chan time.Time
 	drainC     <-chan struct{}
 
-	nextID     int64
-	pending    map[int64]*command
-	streams    map[int64]*openStream
+	nextID  int64
+	pending map[int64]*command
+	streams map[int64]*openStream
 	// cancelling holds when each unanswered stream_cancelled was sent.
 	cancelling map[int64]time.Time
 	cancelWait <-chan time.Time
