@@ -65,6 +65,9 @@ const (
 	DefaultCloseGrace         = 2 * time.Second
 )
 
+// entityStopTimeout bounds the wait for entities to stop at shutdown.
+const entityStopTimeout = 5 * time.Second
+
 // Config configures a Proxy. Zero values take the defaults above.
 type Config struct {
 	// Logger receives the proxy's logs; nil discards them.
@@ -399,13 +402,24 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		close(p.stopped)
 		p.ents.drainStreams()
 		var errs []error
-		if err := p.httpSrv.Shutdown(ctx); err != nil {
-			_ = p.httpSrv.Close()
-			errs = append(errs, fmt.Errorf("stop http server: %w", err))
+		drained := make(chan error, 1)
+		go func() { drained <- p.httpSrv.Shutdown(ctx) }()
+		select {
+		case err := <-drained:
+			if err != nil {
+				errs = append(errs, fmt.Errorf("drain calls: %w", err))
+			}
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("drain calls: %w", ctx.Err()))
 		}
-		if err := p.ents.stop(ctx); err != nil {
+		// Stopping the entities fails the calls still waiting for them, so
+		// it takes little time even once ctx is done.
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), entityStopTimeout)
+		defer cancel()
+		if err := p.ents.stop(stopCtx); err != nil {
 			errs = append(errs, fmt.Errorf("stop entities: %w", err))
 		}
+		_ = p.httpSrv.Close()
 		p.cancelBase()
 		if err := p.metricsSrv.Shutdown(ctx); err != nil {
 			_ = p.metricsSrv.Close()
