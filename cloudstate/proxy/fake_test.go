@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -83,7 +84,7 @@ func specOf(t testing.TB, set *descriptorpb.FileDescriptorSet, services ...strin
 		spec.Entities = append(spec.Entities, &protocol.Entity{
 			EntityType:    crdtEntityType,
 			ServiceName:   s,
-			PersistenceId: s[len(s)-len("Friends"):],
+			PersistenceId: s[strings.LastIndex(s, ".")+1:],
 		})
 	}
 	return spec
