@@ -220,6 +220,8 @@ func (s *mapStore) update(
 		v.live = []dot{l}
 		dv.live = []dot{l}
 	}
+	e.setValue(kind, v)
+	s.dropIfEmpty(k)
 	de.setValue(kind, dv)
 	δ.dropIfEmpty(k)
 	return changed, err
