@@ -43,25 +43,25 @@ func TestConnectRefcounted(t *testing.T) {
 		t.Fatalf("Presence.Connect sent nothing: %v", relay.Err())
 	}
 	eventually(t, "one upstream connect for alice", func() bool {
-		open, _, _, _, _, _ := e.presence.counts("alice")
-		return open == 1
+		return e.presence.Counts("alice").Connects == 1
 	})
 
 	first.close()
 	e.sessionGone(first.id)
 	cancelRelay()
 	relay.Close()
-	if open, opens, _, _, _, _ := e.presence.counts("alice"); open != 1 || opens != 1 {
-		t.Errorf("with one session left: %d connects open, %d opened; want 1, 1", open, opens)
+	if c := e.presence.Counts("alice"); c.Connects != 1 || c.ConnectOpens != 1 {
+		t.Errorf("with one session left: %d connects open, %d opened; want 1, 1",
+			c.Connects, c.ConnectOpens)
 	}
 
 	second.close()
 	eventually(t, "alice's upstream connect cancelled", func() bool {
-		open, _, _, _, _, _ := e.presence.counts("alice")
-		return open == 0
+		return e.presence.Counts("alice").Connects == 0
 	})
-	if _, opens, most, _, _, _ := e.presence.counts("alice"); opens != 1 || most != 1 {
-		t.Errorf("connects opened = %d, most at once = %d; want 1, 1", opens, most)
+	if c := e.presence.Counts("alice"); c.ConnectOpens != 1 || c.MaxConnects != 1 {
+		t.Errorf("connects opened = %d, most at once = %d; want 1, 1",
+			c.ConnectOpens, c.MaxConnects)
 	}
 }
 
@@ -88,15 +88,13 @@ func TestOneStreamPerUser(t *testing.T) {
 	wg.Wait()
 	last := e.open(token)
 	eventually(t, "alice connected upstream", func() bool {
-		open, _, _, _, _, _ := e.presence.counts("alice")
-		return open == 1
+		return e.presence.Counts("alice").Connects == 1
 	})
 	last.close()
 	eventually(t, "alice's upstream connect cancelled", func() bool {
-		open, _, _, _, _, _ := e.presence.counts("alice")
-		return open == 0
+		return e.presence.Counts("alice").Connects == 0
 	})
-	if _, _, most, _, _, _ := e.presence.counts("alice"); most != 1 {
+	if most := e.presence.Counts("alice").MaxConnects; most != 1 {
 		t.Errorf("most upstream connects at once = %d, want 1", most)
 	}
 }
@@ -119,8 +117,8 @@ func TestMonitorFannedOut(t *testing.T) {
 	if got := dave.nextStatus("alice"); got != online {
 		t.Errorf("late watcher's first status = %v, want %v", got, online)
 	}
-	if _, _, _, open, opens, _ := e.presence.counts("alice"); open != 1 || opens != 1 {
-		t.Errorf("monitors of alice: %d open, %d opened; want 1, 1", open, opens)
+	if c := e.presence.Counts("alice"); c.Monitors != 1 || c.MonitorOpens != 1 {
+		t.Errorf("monitors of alice: %d open, %d opened; want 1, 1", c.Monitors, c.MonitorOpens)
 	}
 
 	alice.close()
@@ -132,8 +130,7 @@ func TestMonitorFannedOut(t *testing.T) {
 		e.unwatch(s, "alice")
 	}
 	eventually(t, "alice's upstream monitor cancelled", func() bool {
-		_, _, _, open, _, _ := e.presence.counts("alice")
-		return open == 0
+		return e.presence.Counts("alice").Monitors == 0
 	})
 }
 
@@ -147,21 +144,21 @@ func TestUpstreamReopened(t *testing.T) {
 	e.watch(bob, "alice")
 	bob.awaitStatus("alice", online)
 	eventually(t, "alice connected upstream", func() bool {
-		open, _, _, _, _, _ := e.presence.counts("alice")
-		return open == 1
+		return e.presence.Counts("alice").Connects == 1
 	})
 
-	e.presence.drop()
+	e.presence.Drop()
 	alice.awaitService(gatewayv1.Service_SERVICE_PRESENCE, true)
 	alice.awaitService(gatewayv1.Service_SERVICE_PRESENCE, false)
 	bob.awaitStatus("alice", unknown)
 	bob.awaitStatus("alice", online)
 	eventually(t, "streams re-opened", func() bool {
-		conn, connOpens, _, mon, monOpens, _ := e.presence.counts("alice")
-		return conn == 1 && connOpens == 2 && mon == 1 && monOpens == 2
+		c := e.presence.Counts("alice")
+		return c.Connects == 1 && c.ConnectOpens == 2 && c.Monitors == 1 && c.MonitorOpens == 2
 	})
-	if _, _, maxConn, _, _, maxMon := e.presence.counts("alice"); maxConn != 1 || maxMon != 1 {
-		t.Errorf("most streams at once: %d connects, %d monitors; want 1, 1", maxConn, maxMon)
+	if c := e.presence.Counts("alice"); c.MaxConnects != 1 || c.MaxMonitors != 1 {
+		t.Errorf("most streams at once: %d connects, %d monitors; want 1, 1",
+			c.MaxConnects, c.MaxMonitors)
 	}
 }
 
@@ -255,18 +252,18 @@ func TestWatchRules(t *testing.T) {
 	e.watch(bob, "alice")
 	e.watch(bob, "alice")
 	bob.awaitStatus("alice", offline)
-	if _, _, _, open, opens, _ := e.presence.counts("alice"); open != 1 || opens != 1 {
-		t.Errorf("monitors after watching twice: %d open, %d opened; want 1, 1", open, opens)
+	if c := e.presence.Counts("alice"); c.Monitors != 1 || c.MonitorOpens != 1 {
+		t.Errorf("monitors after watching twice: %d open, %d opened; want 1, 1",
+			c.Monitors, c.MonitorOpens)
 	}
 	if !e.unwatch(bob, "alice") {
 		t.Errorf("Unwatch not saved")
 	}
-	if e.friends.has("bob", "alice") {
+	if e.friends.Has("bob", "alice") {
 		t.Errorf("alice still on bob's list after Unwatch")
 	}
 	eventually(t, "monitor of alice cancelled", func() bool {
-		_, _, _, open, _, _ := e.presence.counts("alice")
-		return open == 0
+		return e.presence.Counts("alice").Monitors == 0
 	})
 	if !e.unwatch(bob, "nobody") {
 		t.Errorf("Unwatch of a user not watched not saved")
@@ -321,9 +318,9 @@ func TestFriendsDown(t *testing.T) {
 
 	e.friendsSrv.start()
 	bob.awaitService(gatewayv1.Service_SERVICE_FRIENDS, false)
-	if !e.friends.has("bob", "alice") || e.friends.has("bob", "carol") {
+	if !e.friends.Has("bob", "alice") || e.friends.Has("bob", "carol") {
 		t.Errorf("after recovery: alice on list %v, carol on list %v; want true, false",
-			e.friends.has("bob", "alice"), e.friends.has("bob", "carol"))
+			e.friends.Has("bob", "alice"), e.friends.Has("bob", "carol"))
 	}
 	if !e.watch(bob, "dave") {
 		t.Errorf("Watch not saved after friends recovered")
@@ -420,8 +417,7 @@ func TestGetUserStatus(t *testing.T) {
 	e := newEnv(t)
 	e.open(e.signIn("alice"))
 	eventually(t, "alice connected upstream", func() bool {
-		open, _, _, _, _, _ := e.presence.counts("alice")
-		return open == 1
+		return e.presence.Counts("alice").Connects == 1
 	})
 	client := gatewayv1connect.NewSessionServiceClient(http.DefaultClient, e.url,
 		connect.WithHTTPGet())

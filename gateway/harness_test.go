@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cloudchat/cloudchat/gateway/internal/fakeupstream"
 	gatewayv1 "github.com/cloudchat/cloudchat/gen/cloudchat/gateway/v1"
 	"github.com/cloudchat/cloudchat/gen/cloudchat/gateway/v1/gatewayv1connect"
 	"github.com/cloudchat/cloudchat/gen/friendspb/friendspbconnect"
@@ -27,8 +28,8 @@ const waitTimeout = 10 * time.Second
 // loopback, with clients that reach it as browsers and tools do.
 type env struct {
 	t           *testing.T
-	presence    *fakePresence
-	friends     *fakeFriends
+	presence    *fakeupstream.Presence
+	friends     *fakeupstream.Friends
 	presenceSrv *server
 	friendsSrv  *server
 	clock       *clock
@@ -44,7 +45,7 @@ type env struct {
 func newEnv(t *testing.T, configure ...func(*Config)) *env {
 	t.Helper()
 	logger := testLogger(t)
-	e := &env{t: t, presence: newFakePresence(), friends: newFakeFriends(), clock: &clock{}}
+	e := &env{t: t, presence: fakeupstream.NewPresence(), friends: fakeupstream.NewFriends(), clock: &clock{}}
 	pattern, handler := presencepbconnect.NewPresenceHandler(e.presence)
 	e.presenceSrv = startServer(t, pattern, handler)
 	pattern, handler = friendspbconnect.NewFriendsHandler(e.friends)
