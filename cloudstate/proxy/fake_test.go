@@ -128,6 +128,9 @@ type fakeFn struct {
 	// keepOpen makes streams stay open after the proxy half-closes, as the
 	// JavaScript library does.
 	keepOpen bool
+	// ignoreCancels leaves stream_cancelled unanswered, as the JavaScript
+	// library does when the handler registered no cancel callback.
+	ignoreCancels bool
 
 	mu       sync.Mutex
 	spec     *protocol.EntitySpec
@@ -297,7 +300,9 @@ func (f *fakeFn) Handle(ctx context.Context,
 			}
 			s.command(m.Command)
 		case *protocol.CrdtStreamIn_StreamCancelled:
-			s.cancelled(m.StreamCancelled.GetId())
+			if !f.ignoreCancels {
+				s.cancelled(m.StreamCancelled.GetId())
+			}
 		}
 	}
 }

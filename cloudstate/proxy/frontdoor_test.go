@@ -47,7 +47,7 @@ func echoFriends(s *fnStream, cmd *protocol.Command) bool {
 	return false
 }
 
-func newEchoHarness(t *testing.T, mod func(*Config)) *harness {
+func newEchoHarness(t testing.TB, mod func(*Config)) *harness {
 	fn := newFakeFn(chatSpec(t))
 	fn.hook = echoFriends
 	h := newHarness(t, fn, mod)

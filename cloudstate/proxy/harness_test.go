@@ -17,7 +17,7 @@ import (
 
 // harness runs a proxy in front of a fake function, both on loopback.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	fn     *fakeFn
 	fnAddr string
 	p      *Proxy
@@ -28,7 +28,7 @@ type harness struct {
 
 // newHarness starts fn (a fake serving spec when fn is nil) and a proxy in
 // front of it, with short timings; mod adjusts the proxy's config.
-func newHarness(t *testing.T, fn *fakeFn, mod func(*Config)) *harness {
+func newHarness(t testing.TB, fn *fakeFn, mod func(*Config)) *harness {
 	t.Helper()
 	if fn == nil {
 		fn = newFakeFn(chatSpec(t))
@@ -48,19 +48,24 @@ func newHarness(t *testing.T, fn *fakeFn, mod func(*Config)) *harness {
 	if mod != nil {
 		mod(&cfg)
 	}
-	h.p = startProxy(t, cfg)
+	h.start(cfg)
+	return h
+}
+
+// start starts the proxy and makes the clients.
+func (h *harness) start(cfg Config) {
+	h.p = startProxy(h.t, cfg)
 	h.base = "http://" + h.p.HTTPAddr()
 	protocols := new(http.Protocols)
 	protocols.SetUnencryptedHTTP2(true)
 	h.h2c = &http.Client{Transport: &http.Transport{Protocols: protocols}}
 	h.h1 = &http.Client{Transport: &http.Transport{}}
-	t.Cleanup(h.h2c.CloseIdleConnections)
-	t.Cleanup(h.h1.CloseIdleConnections)
-	return h
+	h.t.Cleanup(h.h2c.CloseIdleConnections)
+	h.t.Cleanup(h.h1.CloseIdleConnections)
 }
 
 // startProxy starts a proxy and stops it when the test ends.
-func startProxy(t *testing.T, cfg Config) *Proxy {
+func startProxy(t testing.TB, cfg Config) *Proxy {
 	t.Helper()
 	p, err := New(cfg)
 	if err != nil {

@@ -38,7 +38,8 @@ func wantFriends(t *testing.T, h *harness, user string, want ...string) {
 		if err != nil {
 			return err
 		}
-		if got := res.Msg.GetFriends(); !slices.Equal(got, want) {
+		got := slices.Sorted(slices.Values(res.Msg.GetFriends()))
+		if !slices.Equal(got, want) {
 			return fmt.Errorf("got %q, want %q", got, want)
 		}
 		return nil
@@ -336,4 +337,41 @@ func TestDeletion(t *testing.T) {
 	})
 	_, err = h.friends().GetFriends(ctx, connect.NewRequest(&friendspb.User{User: "victim"}))
 	wantCode(t, err, connect.CodeNotFound, "entity deleted")
+}
+
+func TestUnansweredCancelStopsHoldingChanges(t *testing.T) {
+	t.Parallel()
+	fn := newFakeFn(chatSpec(t))
+	fn.ignoreCancels = true
+	h := newHarness(t, fn, nil)
+	h.waitReady()
+	ctx, cancel := context.WithCancel(context.Background())
+	monitor, err := h.presence().Monitor(ctx, connect.NewRequest(&presencepb.User{Name: "alice"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !monitor.Receive() {
+		t.Fatal(monitor.Err())
+	}
+	cancel()
+	eventually(t, "stream_cancelled sent", func() error {
+		for _, in := range h.fn.snapshotReceived() {
+			if in.GetStreamCancelled() != nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("not yet")
+	})
+	delta := remoteDelta(t, "node-1", voteDelta(true))
+	if err := h.p.Replicas().Merge("Presence-alice", delta); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "change pushed after the grace period", func() error {
+		for _, in := range h.fn.snapshotReceived() {
+			if in.GetState().GetVote().GetVotesFor() == 1 {
+				return nil
+			}
+		}
+		return fmt.Errorf("change still held back")
+	})
 }
