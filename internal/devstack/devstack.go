@@ -47,11 +47,12 @@ type Process struct {
 	ReadyURL string
 }
 
-// service ports: function base, proxy base, proxy metrics base. Replica i
-// (from 0) adds 10*i, so three replicas of both services never collide.
-var servicePorts = map[string][3]int{
-	"friends":  {8081, 9001, 9091},
-	"presence": {8082, 9002, 9092},
+// servicePorts are each service's function, proxy, metrics and gossip
+// ports. Replica i (from 0) adds 10*i, so nine replicas of both services never
+// collide.
+var servicePorts = map[string][4]int{
+	"friends":  {8081, 9001, 9091, 7941},
+	"presence": {8082, 9002, 9092, 7942},
 }
 
 // Plan returns the processes of the stack in start order.
@@ -66,10 +67,14 @@ func Plan(cfg Config) ([]Process, error) {
 	upstreams := map[string][]string{}
 	for _, svc := range []string{"friends", "presence"} {
 		ports := servicePorts[svc]
+		// Every proxy lists every replica's gossip address as a seed, as a
+		// Kubernetes headless service would.
 		var seeds []string
 		for i := range cfg.Replicas {
+			seeds = append(seeds, "127.0.0.1:"+strconv.Itoa(ports[3]+10*i))
+		}
+		for i := range cfg.Replicas {
 			fn, px, metrics := ports[0]+10*i, ports[1]+10*i, ports[2]+10*i
-			cluster := 7946 + 10*i + map[string]int{"friends": 1, "presence": 2}[svc]
 			suffix := ""
 			if cfg.Replicas > 1 {
 				suffix = "-" + strconv.Itoa(i+1)
@@ -88,10 +93,9 @@ func Plan(cfg Config) ([]Process, error) {
 					"USER_FUNCTION_HOST=127.0.0.1",
 					"USER_FUNCTION_PORT=" + strconv.Itoa(fn),
 					"NODE_NAME=" + svc + "-" + strconv.Itoa(i+1),
-				}, clusterEnv(cfg.Replicas, cluster, seeds)...),
+				}, clusterEnv(cfg.Replicas, ports[3]+10*i, seeds)...),
 				ReadyURL: fmt.Sprintf("http://127.0.0.1:%d/readyz", metrics),
 			})
-			seeds = append(seeds, "127.0.0.1:"+strconv.Itoa(cluster))
 			upstreams[svc] = append(upstreams[svc], "127.0.0.1:"+strconv.Itoa(px))
 		}
 	}
@@ -109,16 +113,16 @@ func Plan(cfg Config) ([]Process, error) {
 }
 
 // clusterEnv returns the cluster settings of one proxy: none for a single
-// replica, otherwise its gossip port and the replicas started before it.
+// replica, otherwise its gossip port and every replica as a seed.
 func clusterEnv(replicas, port int, seeds []string) []string {
 	if replicas == 1 {
 		return nil
 	}
-	env := []string{"CLUSTER_HOST=127.0.0.1", "CLUSTER_PORT=" + strconv.Itoa(port)}
-	if len(seeds) > 0 {
-		env = append(env, "CLUSTER_JOIN="+strings.Join(seeds, ","))
+	return []string{
+		"CLUSTER_HOST=127.0.0.1",
+		"CLUSTER_PORT=" + strconv.Itoa(port),
+		"CLUSTER_JOIN=" + strings.Join(seeds, ","),
 	}
-	return env
 }
 
 // Run starts every process of the plan, waits for each to be ready before
