@@ -131,10 +131,11 @@ func TestProtocolViolationsRestartEntity(t *testing.T) {
 			protowire.AppendTag(nil, 99, protowire.VarintType), 1))
 	}
 	tests := []struct {
-		name  string
+		name string
+		// setup runs before the first call.
+		setup func(t *testing.T, h *harness)
 		bad   func(s *fnStream, cmd *protocol.Command)
 		want  string
-		reply bool
 	}{
 		{
 			name: "reply for unknown id",
@@ -188,6 +189,20 @@ func TestProtocolViolationsRestartEntity(t *testing.T) {
 			want: "reply to command 1",
 		},
 		{
+			name: "delta of the wrong kind",
+			setup: func(t *testing.T, h *harness) {
+				delta := remoteDelta(t, "node-2", setDelta(&protocol.ORSetDelta{
+					Added: []*anypb.Any{str("x")}}))
+				if err := h.p.Replicas().Merge("Friends-al", delta); err != nil {
+					t.Fatal(err)
+				}
+			},
+			bad: func(s *fnStream, cmd *protocol.Command) {
+				s.reply(cmd.GetId(), &friendspb.FriendsList{}, voteDelta(true), false)
+			},
+			want: "reply to command 1: apply state action",
+		},
+		{
 			name: "failure for unknown id",
 			bad: func(s *fnStream, cmd *protocol.Command) {
 				s.fail(cmd.GetId()+100, "nope")
@@ -209,6 +224,9 @@ func TestProtocolViolationsRestartEntity(t *testing.T) {
 			}
 			h := newHarness(t, fn, nil)
 			h.waitReady()
+			if tt.setup != nil {
+				tt.setup(t, h)
+			}
 			ctx := context.Background()
 			_, err := h.friends().GetFriends(ctx, connect.NewRequest(&friendspb.User{User: "al"}))
 			wantCode(t, err, connect.CodeInternal, "invalid message")
@@ -247,6 +265,10 @@ func TestForwardsAndSideEffects(t *testing.T) {
 		case "loop":
 			forward(&protocol.Forward{ServiceName: friendsService, CommandName: "GetFriends",
 				Payload: friendsPayload("loop")})
+		case "typo":
+			s.reply(cmd.GetId(), &presencepb.OnlineStatus{Online: true}, nil, false)
+		case "silent":
+			s.reply(cmd.GetId(), nil, nil, false)
 		case "lost":
 			forward(&protocol.Forward{ServiceName: friendsService, CommandName: "Nope",
 				Payload: friendsPayload("x")})
@@ -289,6 +311,21 @@ func TestForwardsAndSideEffects(t *testing.T) {
 	_, err = get("lost")
 	wantCode(t, err, connect.CodeInternal, "unknown method")
 	h.waitReport("unknown method " + friendsService + "/Nope")
+
+	// A reply of the wrong type is reported and decoded all the same.
+	if _, err := get("typo"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitReport("Warning: reply to " + friendsService + "/GetFriends has type")
+
+	// A reply without a client action answers an empty message.
+	res, err = get("silent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Msg.GetFriends(); len(got) != 0 {
+		t.Errorf("silent reply answered %q", got)
+	}
 
 	res, err = get("effects")
 	if err != nil {

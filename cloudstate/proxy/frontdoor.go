@@ -25,8 +25,11 @@ import (
 // discovered, gRPC health and server reflection.
 func (p *Proxy) frontDoor() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(grpchealth.NewHandler(&healthChecker{p: p},
-		connect.WithReadMaxBytes(p.cfg.MaxMessageBytes)))
+	limits := connect.WithHandlerOptions(
+		connect.WithReadMaxBytes(p.cfg.MaxMessageBytes),
+		connect.WithSendMaxBytes(p.cfg.MaxMessageBytes),
+	)
+	mux.Handle(grpchealth.NewHandler(&healthChecker{p: p}, limits))
 	reflector := grpcreflect.NewReflector(
 		grpcreflect.NamerFunc(func() []string {
 			if cat := p.catalog.Load(); cat != nil {
@@ -37,10 +40,8 @@ func (p *Proxy) frontDoor() http.Handler {
 		grpcreflect.WithDescriptorResolver(&descriptorResolver{p: p}),
 		grpcreflect.WithExtensionResolver(&extensionResolver{p: p}),
 	)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector,
-		connect.WithReadMaxBytes(p.cfg.MaxMessageBytes)))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector,
-		connect.WithReadMaxBytes(p.cfg.MaxMessageBytes)))
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, limits))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, limits))
 	notReady := connect.NewErrorWriter()
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h := p.services.Load(); h != nil {

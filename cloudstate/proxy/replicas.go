@@ -276,6 +276,10 @@ func (r *Replicas) apply(key string, action *protocol.CrdtStateAction, self chan
 	hook := r.onChange
 	r.mu.Unlock()
 
+	// TODO: MAJORITY and ALL write consistency are served as LOCAL: the
+	// reply does not wait for other nodes to acknowledge the change, as the
+	// change hook has no acknowledgement path yet.
+
 	if hook != nil && (applied.Deleted || applied.Delta != nil) {
 		hook(Change{
 			Key:         key,
