@@ -56,6 +56,8 @@ func (r *presenceRelay) Monitor(
 		return err
 	}
 
+	// TODO: limit the upstream monitors one caller may cause; anyone may
+	// ask about any name without a token, and each new name opens a stream.
 	var latest latestStatus
 	release := r.g.monitors.hold(name, latest.set)
 	defer release()

@@ -108,6 +108,9 @@ func (s *sessionService) action(
 	if err := validateField("name", name); err != nil {
 		return nil, "", err
 	}
+	// TODO: share sessions between gateway replicas (or route by session at
+	// the load balancer); today a Watch that reaches another replica than
+	// the session's stream fails with NOT_FOUND and the client reconnects.
 	sess := s.g.findSession(sessionID)
 	if sess == nil {
 		return nil, "", connect.NewError(connect.CodeNotFound,

@@ -57,6 +57,7 @@ export class Connection {
   private state: ConnectionState = { kind: "signed-out" };
   private run: AbortController | undefined;
   private wake: AbortController | undefined;
+  private stream: AbortController | undefined;
   private sessionId: string | undefined;
 
   constructor(private readonly listener: ConnectionListener) {}
@@ -87,13 +88,15 @@ export class Connection {
    */
   async watch(name: string): Promise<WatchResult> {
     const sessionId = this.sessionId;
-    if (sessionId === undefined) {
+    if (sessionId === undefined || this.state.kind !== "connected") {
       return "not-connected";
     }
     try {
+      await this.refreshToken(this.state.name);
       const res = await sessionClient.watch(create(WatchRequestSchema, { sessionId, name }));
       return res.saved ? "saved" : "unsaved";
     } catch (err) {
+      this.checkSession(err);
       if (isRetryable(err)) {
         return "not-connected";
       }
@@ -104,11 +107,40 @@ export class Connection {
   /** unwatch asks the gateway to stop watching name; failures reject. */
   async unwatch(name: string): Promise<boolean> {
     const sessionId = this.sessionId;
-    if (sessionId === undefined) {
+    if (sessionId === undefined || this.state.kind !== "connected") {
       throw new Error("Not connected.");
     }
-    const res = await sessionClient.unwatch(create(UnwatchRequestSchema, { sessionId, name }));
-    return res.saved;
+    try {
+      await this.refreshToken(this.state.name);
+      const res = await sessionClient.unwatch(create(UnwatchRequestSchema, { sessionId, name }));
+      return res.saved;
+    } catch (err) {
+      this.checkSession(err);
+      throw err;
+    }
+  }
+
+  /** refreshToken signs in again when the token is missing or expiring. */
+  private async refreshToken(name: string, signal?: AbortSignal): Promise<void> {
+    if (!needsSignIn(name)) {
+      return;
+    }
+    const res = await sessionClient.signIn(
+      create(SignInRequestSchema, { name }),
+      signal === undefined ? {} : { signal },
+    );
+    const expires = res.expireTime ? timestampDate(res.expireTime) : new Date(Date.now() + 3.6e6);
+    setCredentials({ name: res.name, token: res.token, expires });
+  }
+
+  /**
+   * checkSession reopens the stream when the gateway no longer knows the
+   * session, as after it restarted while the stream had not noticed yet.
+   */
+  private checkSession(err: unknown): void {
+    if (ConnectError.from(err).code === Code.NotFound) {
+      this.stream?.abort();
+    }
   }
 
   private stop(): void {
@@ -163,15 +195,12 @@ export class Connection {
    * ends. It resolves with why the stream ended, or rejects with the error.
    */
   private async openOnce(name: string, signal: AbortSignal, opened: () => void): Promise<string> {
-    if (needsSignIn(name)) {
-      const res = await sessionClient.signIn(create(SignInRequestSchema, { name }), { signal });
-      const expires = res.expireTime ? timestampDate(res.expireTime) : new Date(Date.now() + 3.6e6);
-      setCredentials({ name: res.name, token: res.token, expires });
-    }
+    await this.refreshToken(name, signal);
 
     // A stream that stays silent well past the heartbeat interval is taken
     // for dead: proxies and sleeping laptops can drop it without a word.
     const stream = new AbortController();
+    this.stream = stream;
     const onAbort = () => stream.abort();
     signal.addEventListener("abort", onAbort);
     let silenceMs = initialSilenceMs;
@@ -207,10 +236,14 @@ export class Connection {
       if (silent && !signal.aborted) {
         return "The server stopped answering.";
       }
+      if (stream.signal.aborted && !signal.aborted) {
+        return "The server lost the session.";
+      }
       throw err;
     } finally {
       clearTimeout(watchdog);
       signal.removeEventListener("abort", onAbort);
+      this.stream = undefined;
     }
   }
 

@@ -449,7 +449,10 @@ func (*OpenSessionResponse_Heartbeat) isOpenSessionResponse_Event() {}
 // SessionOpened starts every session stream.
 type SessionOpened struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Identifies this session in Watch and Unwatch.
+	// Identifies this session in Watch and Unwatch. A session lives on the
+	// gateway that holds its stream: behind several gateways, calls naming a
+	// session must reach that one (session affinity), or they fail with
+	// NOT_FOUND.
 	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// The user the session acts for.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`

@@ -172,7 +172,10 @@ export const OpenSessionResponseSchema: GenMessage<OpenSessionResponse> = /*@__P
  */
 export type SessionOpened = Message<"cloudchat.gateway.v1.SessionOpened"> & {
   /**
-   * Identifies this session in Watch and Unwatch.
+   * Identifies this session in Watch and Unwatch. A session lives on the
+   * gateway that holds its stream: behind several gateways, calls naming a
+   * session must reach that one (session affinity), or they fail with
+   * NOT_FOUND.
    *
    * @generated from field: string session_id = 1;
    */
