@@ -31,7 +31,10 @@ var errDeleted = errors.New("entity deleted")
 //   - OnChange registers the hook told of each local change, to broadcast;
 //   - SetMembership tells which nodes are alive; every Vote counts only them.
 //
-// A single node needs none of these: its membership is itself alone.
+// Get reads one replica. Store gives the same seam as opaque bytes, which
+// is what a replication layer that knows nothing of CRDTs needs (it has the
+// methods of cluster.Store); EncodeChange encodes what OnChange reports for
+// it. A single node needs none of these: its membership is itself alone.
 //
 // Deletions are permanent: a deleted key stays a tombstone, later merges for
 // it are ignored and its entity answers every command "entity deleted".
@@ -44,6 +47,7 @@ type Replicas struct {
 
 	// mu guards the fields below.
 	mu       sync.Mutex
+	versions uint64
 	values   map[string]*replica
 	members  crdt.Membership
 	watchers map[string]map[chan struct{}]struct{}
@@ -54,6 +58,9 @@ type Replicas struct {
 type replica struct {
 	value   crdt.CRDT
 	deleted bool
+	// version counts the changes to the key, so that an encoding of it can
+	// be cached.
+	version uint64
 }
 
 // Change is one change made on this node by a user function, to send to
@@ -128,7 +135,7 @@ func (r *Replicas) Merge(key string, c crdt.CRDT) error {
 		if err := v.Merge(c); err != nil {
 			return fmt.Errorf("merge %s: %w", key, err)
 		}
-		r.values[key] = &replica{value: v}
+		r.values[key] = &replica{value: v, version: r.nextVersion()}
 	default:
 		if rep.value.Kind() != c.Kind() {
 			return fmt.Errorf("merge %s: kind %d into kind %d", key, c.Kind(), rep.value.Kind())
@@ -136,6 +143,7 @@ func (r *Replicas) Merge(key string, c crdt.CRDT) error {
 		if err := rep.value.Merge(c); err != nil {
 			return fmt.Errorf("merge %s: %w", key, err)
 		}
+		rep.version = r.nextVersion()
 	}
 	r.notifyLocked(key, nil)
 	return nil
@@ -149,7 +157,7 @@ func (r *Replicas) Delete(key string) {
 	if rep := r.values[key]; rep != nil && rep.deleted {
 		return
 	}
-	r.values[key] = &replica{deleted: true}
+	r.values[key] = &replica{deleted: true, version: r.nextVersion()}
 	r.notifyLocked(key, nil)
 }
 
@@ -191,6 +199,28 @@ func (r *Replicas) Membership() crdt.Membership {
 	m := r.members
 	m.Alive = slices.Clone(m.Alive)
 	return m
+}
+
+// Get returns a copy of the replica or tombstone of key, and false when the
+// node holds neither.
+func (r *Replicas) Get(key string) (Replica, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := r.values[key]
+	if rep == nil {
+		return Replica{}, false
+	}
+	x := Replica{Key: key, Deleted: rep.deleted}
+	if rep.value != nil {
+		x.Value = rep.value.Clone()
+	}
+	return x, true
+}
+
+// nextVersion returns a new version number; r.mu must be held.
+func (r *Replicas) nextVersion() uint64 {
+	r.versions++
+	return r.versions
 }
 
 // watch registers ch to receive a signal, without blocking, whenever the
@@ -266,9 +296,9 @@ func (r *Replicas) apply(key string, action *protocol.CrdtStateAction, self chan
 	}
 	switch {
 	case applied.Deleted:
-		r.values[key] = &replica{deleted: true}
+		r.values[key] = &replica{deleted: true, version: r.nextVersion()}
 	case applied.Value != nil:
-		r.values[key] = &replica{value: applied.Value}
+		r.values[key] = &replica{value: applied.Value, version: r.nextVersion()}
 	}
 	if applied.Deleted || applied.Delta != nil {
 		r.notifyLocked(key, self)
