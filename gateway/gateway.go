@@ -263,18 +263,24 @@ func (g *Gateway) Handler() http.Handler {
 	return g.handler
 }
 
-// Run listens on the configured address and serves until Shutdown. It
-// returns nil after a Shutdown.
-func (g *Gateway) Run() error {
+// Run listens on the configured address and serves until Shutdown, or
+// until ctx is done, which ends every stream and connection at once. It
+// returns nil after either.
+func (g *Gateway) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", g.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	return g.Serve(ln)
+	return g.Serve(ctx, ln)
 }
 
-// Serve serves on ln until Shutdown; it returns nil after a Shutdown.
-func (g *Gateway) Serve(ln net.Listener) error {
+// Serve is Run on a listener of the caller's.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	stopOnDone := context.AfterFunc(ctx, func() {
+		g.stop()
+		_ = g.server.Close()
+	})
+	defer stopOnDone()
 	g.log.Info("gateway listening", "addr", ln.Addr().String(),
 		"presence", g.cfg.Presence, "friends", g.cfg.Friends)
 	if err := g.server.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -493,5 +494,42 @@ func TestReflection(t *testing.T) {
 		if !got[want] {
 			t.Errorf("reflection lacks %s; lists %v", want, names)
 		}
+	}
+}
+
+// TestServeStopsWithContext checks that cancelling Serve's context ends the
+// sessions and Serve itself.
+func TestServeStopsWithContext(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g, err := New(Config{
+		Presence: []string{e.presenceSrv.addr},
+		Friends:  []string{e.friendsSrv.addr},
+		Logger:   testLogger(t),
+	})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ctx, ln) }()
+	e.sessions = gatewayv1connect.NewSessionServiceClient(http.DefaultClient, "http://"+ln.Addr().String())
+	s := e.open(e.signIn("alice"))
+
+	cancel()
+	for range s.events {
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve = %v, want nil", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("Serve still running after its context ended")
 	}
 }

@@ -72,7 +72,7 @@ func newEnv(t *testing.T, configure ...func(*Config)) *env {
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
-	go func() { _ = g.Serve(ln) }()
+	go func() { _ = g.Serve(context.Background(), ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

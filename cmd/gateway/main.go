@@ -84,7 +84,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	served := make(chan error, 1)
-	go func() { served <- g.Run() }()
+	go func() { served <- g.Run(context.Background()) }()
 	select {
 	case err := <-served:
 		return err
