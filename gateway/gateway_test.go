@@ -518,7 +518,8 @@ func TestServeStopsWithContext(t *testing.T) {
 	defer cancel()
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(ctx, ln) }()
-	e.sessions = gatewayv1connect.NewSessionServiceClient(http.DefaultClient, "http://"+ln.Addr().String())
+	url := "http://" + ln.Addr().String()
+	e.sessions = gatewayv1connect.NewSessionServiceClient(http.DefaultClient, url)
 	s := e.open(e.signIn("alice"))
 
 	cancel()

@@ -45,7 +45,12 @@ type env struct {
 func newEnv(t *testing.T, configure ...func(*Config)) *env {
 	t.Helper()
 	logger := testLogger(t)
-	e := &env{t: t, presence: fakeupstream.NewPresence(), friends: fakeupstream.NewFriends(), clock: &clock{}}
+	e := &env{
+		t:        t,
+		presence: fakeupstream.NewPresence(),
+		friends:  fakeupstream.NewFriends(),
+		clock:    &clock{},
+	}
 	pattern, handler := presencepbconnect.NewPresenceHandler(e.presence)
 	e.presenceSrv = startServer(t, pattern, handler)
 	pattern, handler = friendspbconnect.NewFriendsHandler(e.friends)
