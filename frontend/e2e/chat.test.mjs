@@ -63,6 +63,30 @@ describe("chat in the browser", { timeout: 300_000 }, () => {
     await host.close();
   });
 
+  test("a session works from the keyboard alone", async () => {
+    const host = await HostPage.open(browser.context, stack.url);
+    const s = host.session(1);
+    const [lena, mo] = [user("lena"), user("mo")];
+    await s.frame.getByLabel("Connect as").focus();
+    await host.page.keyboard.type(lena);
+    await host.page.keyboard.press("Enter");
+    await s.waitState("connected");
+    // Focus moves to the monitor field once connected.
+    await s.frame.locator("#watch-name:focus").waitFor();
+    await host.page.keyboard.type(mo);
+    await host.page.keyboard.press("Enter");
+    await s.waitStatus(mo, "offline");
+    await host.page.keyboard.press("Tab");
+    await host.page.keyboard.press("Tab");
+    assert.equal(
+      await s.frame.locator(":focus").getAttribute("aria-label"),
+      `Stop monitoring ${mo}`,
+    );
+    await host.page.keyboard.press("Enter");
+    await s.entry(mo).waitFor({ state: "detached" });
+    await host.close();
+  });
+
   test("B sees A come online, go offline, and B's list comes back", async () => {
     const host = await HostPage.open(browser.context, stack.url);
     await host.addWindows(1);
