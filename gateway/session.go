@@ -194,7 +194,8 @@ func (s *session) watch(ctx context.Context, name string) (bool, error) {
 		s.pendingAdds[name] = true
 		return false, nil
 	}
-	if err := s.g.addFriend(ctx, s.user, name); err != nil {
+	// The change is saved even if the caller stops waiting for it.
+	if err := s.g.addFriend(context.WithoutCancel(ctx), s.user, name); err != nil {
 		s.pendingAdds[name] = true
 		s.friendsFailedLocked(err)
 		return false, nil
@@ -221,7 +222,7 @@ func (s *session) unwatch(ctx context.Context, name string) (bool, error) {
 		s.pendingRemoves[name] = true
 		return false, nil
 	}
-	if err := s.g.removeFriend(ctx, s.user, name); err != nil {
+	if err := s.g.removeFriend(context.WithoutCancel(ctx), s.user, name); err != nil {
 		s.pendingRemoves[name] = true
 		s.friendsFailedLocked(err)
 		return false, nil
@@ -240,8 +241,12 @@ func (s *session) startWatchingLocked(name string) {
 }
 
 // friendsFailedLocked tells the client, once, that the friends service
-// failed, and makes sure a sync will save the pending changes.
+// failed, and makes sure a sync will save the pending changes. A failure
+// because the session is closing is no news.
 func (s *session) friendsFailedLocked(err error) {
+	if s.ctx.Err() != nil {
+		return
+	}
 	if !s.friendsDown {
 		s.friendsDown = true
 		s.g.log.Warn("friends service failed", "user", s.user, "session", s.id, "err", err)
