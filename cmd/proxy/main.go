@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,9 +16,12 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/cloudchat/cloudchat/cloudstate/cluster"
+	"github.com/cloudchat/cloudchat/cloudstate/crdt"
 	"github.com/cloudchat/cloudchat/cloudstate/proxy"
 )
 
@@ -59,6 +64,13 @@ func run() error {
 			"time to drain calls on shutdown (env SHUTDOWN_TIMEOUT)")
 		level = flag.String("log-level", env("LOG_LEVEL", "info"),
 			"debug, info, warn or error (env LOG_LEVEL)")
+		clusterHost = flag.String("cluster-host", env("CLUSTER_HOST", ""),
+			"address to replicate with other proxies on; default http-host (env CLUSTER_HOST)")
+		clusterPort = flag.String("cluster-port", env("CLUSTER_PORT", ""),
+			"port to replicate with other proxies on, "+def(defaultClusterPort)+
+				" when cluster-join is set; empty: no cluster (env CLUSTER_PORT)")
+		clusterJoin = flag.String("cluster-join", env("CLUSTER_JOIN", ""),
+			"comma-separated host:port seeds of the proxies of this service (env CLUSTER_JOIN)")
 	)
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -109,17 +121,93 @@ func run() error {
 		*s.dst = n
 	}
 
+	var cl *cluster.Cluster
+	if *clusterPort != "" || *clusterJoin != "" {
+		if cfg.NodeName == "" {
+			return errors.New("node-name: empty")
+		}
+		host := *clusterHost
+		if host == "" {
+			host = *httpHost
+		}
+		// A restarted proxy starts with no replicas, so it must not pass
+		// for its former self: its votes would be taken for the old ones.
+		cfg.NodeName += "-" + nonce()
+		cfg.Replicas = proxy.NewReplicas(crdt.NodeID(cfg.NodeName))
+		if cl, err = newCluster(cfg, host, *clusterPort, *clusterJoin); err != nil {
+			return err
+		}
+	}
 	p, err := proxy.New(cfg)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if cl != nil {
+		if err := cl.Start(ctx); err != nil {
+			_ = p.Shutdown(ctx)
+			return err
+		}
+	}
 	runErr := p.Run(ctx)
 	stop()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	return errors.Join(runErr, p.Shutdown(shutdownCtx))
+	err = errors.Join(runErr, p.Shutdown(shutdownCtx))
+	if cl != nil {
+		err = errors.Join(err, cl.Shutdown(shutdownCtx))
+	}
+	return err
+}
+
+// defaultClusterPort is the port of the cluster when only seeds are given.
+const defaultClusterPort = 7946
+
+// newCluster makes the cluster node that replicates cfg.Replicas and sends
+// it every local change.
+func newCluster(cfg proxy.Config, host, port, join string) (*cluster.Cluster, error) {
+	if port == "" {
+		port = strconv.Itoa(defaultClusterPort)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return nil, fmt.Errorf("cluster-port: %q is not a number in 0..65535", port)
+	}
+	var seeds []string
+	for _, s := range strings.Split(join, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			seeds = append(seeds, s)
+		}
+	}
+	cl, err := cluster.New(cluster.Config{
+		NodeName: cfg.NodeName,
+		BindAddr: host,
+		BindPort: n,
+		Join:     seeds,
+		Store:    cfg.Replicas.Store(),
+		Logger:   cfg.Logger.With("component", "cluster"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	cfg.Replicas.OnChange(func(c proxy.Change) {
+		b, err := proxy.EncodeChange(c)
+		if err != nil {
+			log.Error("encode change for other proxies", "key", c.Key, "err", err)
+			return
+		}
+		cl.Broadcast(c.Key, b)
+	})
+	return cl, nil
+}
+
+// nonce returns a short random string that tells process lifetimes apart.
+func nonce() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // env returns the environment variable name, or def when it is unset.
