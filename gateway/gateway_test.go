@@ -14,10 +14,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/cloudchat/cloudchat/gateway/internal/fakeupstream"
 	gatewayv1 "github.com/cloudchat/cloudchat/gen/cloudchat/gateway/v1"
 	"github.com/cloudchat/cloudchat/gen/cloudchat/gateway/v1/gatewayv1connect"
 	"github.com/cloudchat/cloudchat/gen/friendspb"
 	"github.com/cloudchat/cloudchat/gen/presencepb"
+	"github.com/cloudchat/cloudchat/gen/presencepb/presencepbconnect"
 )
 
 const (
@@ -188,6 +190,13 @@ func TestRestoreOnReconnect(t *testing.T) {
 	e := newEnv(t)
 	e.open(e.signIn("alice"))
 	token := e.signIn("bob")
+	// Names the gateway would refuse, put on the list behind its back.
+	for _, bad := range []string{"bob", "a/b", ""} {
+		if _, err := e.friends.Add(context.Background(),
+			connect.NewRequest(&friendspb.Friend{User: "bob", Friend: bad})); err != nil {
+			t.Fatalf("add %q to the fake: %v", bad, err)
+		}
+	}
 	bob := e.open(token)
 	for _, name := range []string{"alice", "carol"} {
 		if !e.watch(bob, name) {
@@ -205,6 +214,9 @@ func TestRestoreOnReconnect(t *testing.T) {
 	for len(restored) < 2 || !known() {
 		ev := bob.next()
 		if f := ev.GetFriendRestored(); f != nil {
+			if f.GetName() != "alice" && f.GetName() != "carol" {
+				t.Errorf("restored %q, which is not a valid friend of bob", f.GetName())
+			}
 			restored[f.GetName()] = true
 		}
 		if s := ev.GetUserStatusChanged(); s != nil {
@@ -533,4 +545,30 @@ func TestServeStopsWithContext(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatalf("Serve still running after its context ended")
 	}
+}
+
+// TestReplicaFailover checks that a user's streams move to another presence
+// replica when theirs goes away.
+func TestReplicaFailover(t *testing.T) {
+	t.Parallel()
+	second := fakeupstream.NewPresence()
+	pattern, handler := presencepbconnect.NewPresenceHandler(second)
+	secondSrv := startServer(t, pattern, handler)
+	e := newEnv(t, func(c *Config) { c.Presence = append(c.Presence, secondSrv.addr) })
+	fakes := map[string]*fakeupstream.Presence{e.presenceSrv.addr: e.presence, secondSrv.addr: second}
+	servers := map[string]*server{e.presenceSrv.addr: e.presenceSrv, secondSrv.addr: secondSrv}
+	_, home := e.g.presence.pick("alice", 0)
+	_, next := e.g.presence.pick("alice", 1)
+	if home == next {
+		t.Fatalf("both attempts pick %s", home)
+	}
+
+	e.open(e.signIn("alice"))
+	eventually(t, "alice connected at "+home, func() bool {
+		return fakes[home].Counts("alice").Connects == 1
+	})
+	servers[home].stop()
+	eventually(t, "alice connected at "+next, func() bool {
+		return fakes[next].Counts("alice").Connects == 1
+	})
 }
