@@ -3,15 +3,20 @@ import { sessionURL } from "./origins";
 // The host page: a grid of tiles, each a frame holding an independent chat
 // session, and a last tile that opens another.
 
-const tiles = document.getElementById("tiles");
-const newTile = document.getElementById("new-tile");
-const newButton = document.getElementById("new-window");
-if (tiles === null || newTile === null || newButton === null) {
-  throw new Error("the host page lacks #tiles, #new-tile or #new-window");
+function byId(id: string): HTMLElement {
+  const el = document.getElementById(id);
+  if (el === null) {
+    throw new Error(`the host page lacks #${id}`);
+  }
+  return el;
 }
 
+const tiles = byId("tiles");
+const newTile = byId("new-tile");
+const newButton = byId("new-window");
 let opened = 0;
 
+/** openSession adds a tile holding a new session frame. */
 function openSession(): void {
   opened += 1;
   const tile = document.createElement("li");
@@ -22,7 +27,7 @@ function openSession(): void {
   frame.dataset.session = String(opened);
   frame.src = sessionURL(opened, window.location);
   tile.append(frame);
-  tiles?.insertBefore(tile, newTile);
+  tiles.insertBefore(tile, newTile);
 }
 
 newButton.addEventListener("click", () => {
