@@ -186,7 +186,8 @@ func unknownOptions(t *testing.T, set *descriptorpb.FileDescriptorSet) *protoreg
 		t.Fatal(err)
 	}
 	var raw descriptorpb.FileDescriptorSet
-	if err := (proto.UnmarshalOptions{Resolver: new(protoregistry.Types)}).Unmarshal(b, &raw); err != nil {
+	opts := proto.UnmarshalOptions{Resolver: new(protoregistry.Types)}
+	if err := opts.Unmarshal(b, &raw); err != nil {
 		t.Fatal(err)
 	}
 	files, err := protodesc.NewFiles(&raw)
@@ -217,7 +218,8 @@ func TestEntityIDFromKeyFields(t *testing.T) {
 				t.Fatalf("option resolved = %v in the %s case", got, name)
 			}
 			msg := dynamicpb.NewMessage(m.desc.Input())
-			if err := proto.Unmarshal(mustMarshal(t, &friendspb.Friend{User: "ann", Friend: "bob"}), msg); err != nil {
+			raw := mustMarshal(t, &friendspb.Friend{User: "ann", Friend: "bob"})
+			if err := proto.Unmarshal(raw, msg); err != nil {
 				t.Fatal(err)
 			}
 			id, err := m.entityID(msg)

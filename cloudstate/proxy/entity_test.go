@@ -447,7 +447,8 @@ func TestClientCancelTellsFunction(t *testing.T) {
 	cancel()
 	eventually(t, "stream_cancelled", func() error {
 		for _, in := range h.fn.snapshotReceived() {
-			if sc := in.GetStreamCancelled(); sc != nil && sc.GetId() == 1 && sc.GetEntityId() == "carl" {
+			sc := in.GetStreamCancelled()
+			if sc != nil && sc.GetId() == 1 && sc.GetEntityId() == "carl" {
 				return nil
 			}
 		}

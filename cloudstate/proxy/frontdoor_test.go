@@ -284,7 +284,8 @@ func TestBadRequests(t *testing.T) {
 	}{
 		{"malformed json", "/GetFriends", "application/json", `{"user":`, 400, "invalid_argument"},
 		{"wrong json type", "/GetFriends", "application/json", `{"user":5}`, 400, "invalid_argument"},
-		{"malformed binary", "/GetFriends", "application/proto", "\xff\xff\xff", 400, "invalid_argument"},
+		{"malformed binary", "/GetFriends", "application/proto", "\xff\xff\xff", 400,
+			"invalid_argument"},
 		{"empty key json", "/GetFriends", "application/json", `{}`, 400, "invalid_argument"},
 		{"unknown method", "/Nope", "application/json", `{}`, 404, ""},
 	}

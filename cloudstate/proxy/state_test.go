@@ -306,7 +306,8 @@ func TestDeletion(t *testing.T) {
 	h.waitReady()
 	ctx := context.Background()
 	addFriends(t, h, "doomed", "bob")
-	if _, err := h.friends().Remove(ctx, connect.NewRequest(&friendspb.Friend{User: "doomed"})); err != nil {
+	remove := connect.NewRequest(&friendspb.Friend{User: "doomed"})
+	if _, err := h.friends().Remove(ctx, remove); err != nil {
 		t.Fatal(err)
 	}
 	_, err := h.friends().GetFriends(ctx, connect.NewRequest(&friendspb.User{User: "doomed"}))
