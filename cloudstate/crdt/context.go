@@ -148,20 +148,56 @@ func (c *causalContext) clone() causalContext {
 
 // joinDots returns the dots of a dot set that survive the join of a, seen
 // with context ca, and b, seen with context cb: the dots in both, and those
-// in one that the other has not seen. It does not modify a or b.
+// in one that the other has not seen. It returns a itself when the join
+// leaves it unchanged, and never modifies a or b.
 func joinDots(a []dot, ca *causalContext, b []dot, cb *causalContext) []dot {
+	keep := func(d dot) bool { return slices.Contains(b, d) || !cb.contains(d) }
+	gain := func(d dot) bool { return !slices.Contains(a, d) && !ca.contains(d) }
+	if !slices.ContainsFunc(a, func(d dot) bool { return !keep(d) }) &&
+		!slices.ContainsFunc(b, gain) {
+		return a
+	}
 	var out []dot
 	for _, d := range a {
-		if slices.Contains(b, d) || !cb.contains(d) {
+		if keep(d) {
 			out = append(out, d)
 		}
 	}
 	for _, d := range b {
-		if !slices.Contains(a, d) && !ca.contains(d) {
+		if gain(d) {
 			out = append(out, d)
 		}
 	}
 	return out
+}
+
+// unseen reports whether c has seen none of the dots that o has seen, so
+// that joining a store with context o into one with context c removes
+// nothing from it. It may report false for contexts that are disjoint but
+// large.
+func (c *causalContext) unseen(o *causalContext) bool {
+	const limit = 1024
+	n := len(o.cloud)
+	for node, seq := range o.vv {
+		n += int(min(seq, limit))
+		if c.vv[node] > 0 || n > limit {
+			return false
+		}
+		for s := uint64(1); s <= seq; s++ {
+			if c.contains(dot{node: node, seq: s}) {
+				return false
+			}
+		}
+	}
+	if n > limit {
+		return false
+	}
+	for d := range o.cloud {
+		if c.contains(d) {
+			return false
+		}
+	}
+	return true
 }
 
 // mutation carries what a local operation needs: the node that makes it, the

@@ -35,6 +35,8 @@ func Marshal(c CRDT) ([]byte, error) {
 type encoder struct {
 	names []string
 	index map[NodeID]uint32
+	// slab is where dots are allocated, many at a time.
+	slab []crdtv1.Dot
 }
 
 // newEncoder numbers the nodes of cc in sorted order. Every dot of a store
@@ -65,12 +67,21 @@ func (e *encoder) dot(d dot) (*crdtv1.Dot, error) {
 	if !ok {
 		return nil, errDotOutsideContext
 	}
-	return &crdtv1.Dot{Node: i, Seq: d.seq}, nil
+	if len(e.slab) == 0 {
+		e.slab = make([]crdtv1.Dot, 256)
+	}
+	pd := &e.slab[0]
+	e.slab = e.slab[1:]
+	pd.Node, pd.Seq = i, d.seq
+	return pd, nil
 }
 
 // dots encodes ds sorted.
 func (e *encoder) dots(ds []dot) ([]*crdtv1.Dot, error) {
-	ds = slices.SortedFunc(slices.Values(ds), compareDots)
+	if len(ds) > 1 {
+		ds = slices.Clone(ds)
+		slices.SortFunc(ds, compareDots)
+	}
 	out := make([]*crdtv1.Dot, len(ds))
 	for i, d := range ds {
 		var err error
@@ -223,6 +234,10 @@ func Unmarshal(b []byte) (CRDT, error) {
 	return wrap(&replica{cc: d.cc, st: st}), nil
 }
 
+// maxSeq is the highest sequence number a replica may hold, far beyond what
+// a node reaches, so that the next dot never wraps around.
+const maxSeq = 1 << 62
+
 // decoder decodes one replica, checking it as it goes.
 type decoder struct {
 	nodes []NodeID
@@ -251,8 +266,8 @@ func (d *decoder) dot(pd *crdtv1.Dot) (dot, error) {
 	if int64(pd.GetNode()) >= int64(len(d.nodes)) {
 		return dot{}, fmt.Errorf("dot names node %d of %d", pd.GetNode(), len(d.nodes))
 	}
-	if pd.GetSeq() == 0 {
-		return dot{}, errors.New("dot with sequence number 0")
+	if pd.GetSeq() == 0 || pd.GetSeq() > maxSeq {
+		return dot{}, fmt.Errorf("dot sequence number %d out of range", pd.GetSeq())
 	}
 	return dot{node: d.nodes[pd.GetNode()], seq: pd.GetSeq()}, nil
 }
@@ -341,7 +356,7 @@ func (d *decoder) value(pv *crdtv1.Value, depth int) (store, error) {
 			if w.GetValue() == nil {
 				return nil, fmt.Errorf("lwwregister: %w", errNilAny)
 			}
-			s.set(wd, write{value: cloneAny(w.GetValue()), ts: w.GetTimestamp()})
+			s.set(wd, write{value: w.GetValue(), ts: w.GetTimestamp()})
 		}
 		return s, nil
 	case *crdtv1.Value_Flag:
@@ -401,7 +416,7 @@ func (d *decoder) set(kind Kind, el *crdtv1.Elements) (store, error) {
 		if len(ds) == 0 {
 			return nil, fmt.Errorf("%v: element without dots", kind)
 		}
-		s.put(k, &element{value: cloneAny(e.GetValue()), dots: ds})
+		s.put(k, &element{value: e.GetValue(), dots: ds})
 	}
 	return s, nil
 }
@@ -419,7 +434,7 @@ func (d *decoder) ormap(m *crdtv1.Map, depth int) (store, error) {
 		if len(pe.GetValues()) == 0 {
 			return nil, errors.New("ormap: key without values")
 		}
-		e := s.entry(k, cloneAny(pe.GetKey()))
+		e := s.entry(k, pe.GetKey())
 		for _, pv := range pe.GetValues() {
 			live, err := d.storeDots(pv.GetDots())
 			if err != nil {

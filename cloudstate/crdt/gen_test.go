@@ -265,8 +265,3 @@ func dump(c CRDT) string {
 	}
 	return fmt.Sprintf("ctx vv=%v cloud=%v dots=%v", r.cc.vv, r.cc.cloud, r.st.appendDots(nil))
 }
-
-// viewDiff returns the difference between the views of a and b.
-func viewDiff(a, b CRDT) string {
-	return cmp.Diff(View(a, everyone), View(b, everyone), protocmp.Transform())
-}

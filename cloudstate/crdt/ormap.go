@@ -129,6 +129,9 @@ func (s *mapStore) join(sc *causalContext, o store, oc *causalContext) {
 		}
 		s.dropIfEmpty(k)
 	}
+	if sc.unseen(oc) {
+		return
+	}
 	for k, e := range s.entries {
 		if _, ok := oe[k]; !ok {
 			e.prune(sc, oc)

@@ -3,6 +3,8 @@ package crdt
 import (
 	"math/rand/v2"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 )
 
 // cases is the number of random histories each property test runs per kind.
@@ -102,9 +104,15 @@ func runHistory(t *testing.T, r *rand.Rand, kind Kind, steps int) history {
 	return h
 }
 
-// forEachHistory runs fn on random histories of every kind.
-func forEachHistory(t *testing.T, fn func(t *testing.T, r *rand.Rand, kind Kind, h history)) {
-	t.Helper()
+// TestReplication runs random histories of operations on three replicas of
+// every kind, with deltas and full states delivered in random order and
+// repeated, and checks after each that:
+//   - the replicas converged: they are the same, and so are their views;
+//   - merging every delta once, in any order, equals merging the replicas;
+//   - merge is commutative, associative and idempotent on replicas and
+//     deltas taken along the way.
+func TestReplication(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	for _, kind := range allKinds {
 		t.Run(kind.String(), func(t *testing.T) {
@@ -115,7 +123,9 @@ func forEachHistory(t *testing.T, fn func(t *testing.T, r *rand.Rand, kind Kind,
 				if len(h.snapshots) == 0 {
 					continue
 				}
-				fn(t, r, kind, h)
+				checkConverged(t, h)
+				checkDeltasEqualStates(t, r, h)
+				checkMergeLaws(t, r, h)
 				if t.Failed() {
 					t.Fatalf("case %d failed", i)
 				}
@@ -124,52 +134,51 @@ func forEachHistory(t *testing.T, fn func(t *testing.T, r *rand.Rand, kind Kind,
 	}
 }
 
-// TestConvergence checks that replicas that received the same deltas and
+// checkConverged checks that replicas that received the same deltas and
 // states, in any order and with repeats, are the same.
-func TestConvergence(t *testing.T) {
-	t.Parallel()
-	forEachHistory(t, func(t *testing.T, _ *rand.Rand, _ Kind, h history) {
-		if h.final[0] == nil {
-			for _, c := range h.final {
-				if c != nil {
-					t.Fatal("some replicas hold a value, some none")
-				}
-			}
-			return
+func checkConverged(t *testing.T, h history) {
+	t.Helper()
+	for i := 1; i < len(h.final); i++ {
+		sameReplica(t, "final replicas", h.final[0], h.final[i])
+		if a, b := View(h.final[0], everyone), View(h.final[i], everyone); !proto.Equal(a, b) {
+			t.Fatalf("equal replicas, views differ:\n%v\n%v", a, b)
 		}
-		for i := 1; i < len(h.final); i++ {
-			sameReplica(t, "final replicas", h.final[0], h.final[i])
-			if diff := viewDiff(h.final[0], h.final[i]); diff != "" {
-				t.Fatalf("views differ:\n%s", diff)
-			}
-		}
-	})
+	}
 }
 
-// TestDeltasEqualStates checks that merging every delta, once each and in
-// any order, gives the replica that merging the full states gives, and that
-// the deltas of one node's own operations add up to its own changes.
-func TestDeltasEqualStates(t *testing.T) {
-	t.Parallel()
-	forEachHistory(t, func(t *testing.T, r *rand.Rand, kind Kind, h history) {
-		if len(h.deltas) == 0 {
-			return
+// checkDeltasEqualStates checks that merging every delta, once each and in
+// any order, gives the replica that merging the full states gives.
+func checkDeltasEqualStates(t *testing.T, r *rand.Rand, h history) {
+	t.Helper()
+	order := r.Perm(len(h.deltas))
+	acc := mustUnmarshal(t, h.deltas[order[0]])
+	for _, i := range order[1:] {
+		if err := acc.Merge(mustUnmarshal(t, h.deltas[i])); err != nil {
+			t.Fatal(err)
 		}
-		order := r.Perm(len(h.deltas))
-		acc := mustUnmarshal(t, h.deltas[order[0]])
-		for _, i := range order[1:] {
-			if err := acc.Merge(mustUnmarshal(t, h.deltas[i])); err != nil {
-				t.Fatal(err)
-			}
+	}
+	states := h.final[0].Clone()
+	for _, c := range h.final[1:] {
+		if err := states.Merge(c); err != nil {
+			t.Fatal(err)
 		}
-		states := h.final[0].Clone()
-		for _, c := range h.final[1:] {
-			if err := states.Merge(c); err != nil {
-				t.Fatal(err)
-			}
-		}
-		sameReplica(t, "deltas against states", acc, states)
-	})
+	}
+	sameReplica(t, "deltas against states", acc, states)
+}
+
+// checkMergeLaws checks that merge is commutative, associative and
+// idempotent on replicas and deltas from a history.
+func checkMergeLaws(t *testing.T, r *rand.Rand, h history) {
+	t.Helper()
+	pick := func() CRDT { return h.snapshots[r.IntN(len(h.snapshots))] }
+	for range 2 {
+		a, b, c := pick(), pick(), pick()
+		ab := join(t, a, b)
+		sameReplica(t, "a⊔b against b⊔a", ab, join(t, b, a))
+		sameReplica(t, "(a⊔b)⊔c against a⊔(b⊔c)", join(t, ab, c), join(t, a, join(t, b, c)))
+		sameReplica(t, "a⊔a against a", join(t, a, a), a)
+		sameReplica(t, "(a⊔b)⊔b against a⊔b", join(t, ab, b), ab)
+	}
 }
 
 // TestLocalDeltas checks that a replica that only makes its own changes
@@ -207,21 +216,4 @@ func TestLocalDeltas(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestMergeLaws checks that merge is commutative, associative and
-// idempotent, on replicas and deltas taken from random histories.
-func TestMergeLaws(t *testing.T) {
-	t.Parallel()
-	forEachHistory(t, func(t *testing.T, r *rand.Rand, _ Kind, h history) {
-		pick := func() CRDT { return h.snapshots[r.IntN(len(h.snapshots))] }
-		for range 3 {
-			a, b, c := pick(), pick(), pick()
-			sameReplica(t, "a⊔b against b⊔a", join(t, a, b), join(t, b, a))
-			sameReplica(t, "(a⊔b)⊔c against a⊔(b⊔c)", join(t, join(t, a, b), c), join(t, a, join(t, b, c)))
-			sameReplica(t, "a⊔a against a", join(t, a, a), a)
-			ab := join(t, a, b)
-			sameReplica(t, "(a⊔b)⊔b against a⊔b", join(t, ab, b), ab)
-		}
-	})
 }

@@ -57,7 +57,7 @@ func ormapDelta(d *protocol.ORMapDelta) *protocol.CrdtDelta {
 }
 
 // mustApply applies action to node's replica cur and returns the result.
-func mustApply(t *testing.T, cur CRDT, node NodeID, now int64, action *protocol.CrdtStateAction) Applied {
+func mustApply(t testing.TB, cur CRDT, node NodeID, now int64, action *protocol.CrdtStateAction) Applied {
 	t.Helper()
 	out, err := Apply(cur, node, now, action)
 	if err != nil {
@@ -67,7 +67,7 @@ func mustApply(t *testing.T, cur CRDT, node NodeID, now int64, action *protocol.
 }
 
 // mustMerge merges each of others into c, through the encoding.
-func mustMerge(t *testing.T, c CRDT, others ...CRDT) {
+func mustMerge(t testing.TB, c CRDT, others ...CRDT) {
 	t.Helper()
 	for _, o := range others {
 		if err := c.Merge(mustUnmarshal(t, mustMarshal(t, o))); err != nil {

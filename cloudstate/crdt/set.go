@@ -52,6 +52,12 @@ func (s *setStore) join(sc *causalContext, o store, oc *causalContext) {
 			s.put(k, &element{value: e.value, dots: ds})
 		}
 	}
+	if sc.unseen(oc) {
+		return
+	}
+	// TODO: a removal merged into a large set visits every element to find
+	// the ones it covers; an index from dot to element would visit only
+	// those, at the cost of memory in every replica.
 	for k, e := range s.elems {
 		if _, ok := oe[k]; ok {
 			continue
