@@ -3,8 +3,10 @@ package crdt
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cloudchat/cloudchat/gen/cloudstate/protocol"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Apply applies a state action that a user function reported to node's
@@ -21,14 +23,15 @@ import (
 // kind is ignored, as the function did not know of that change yet. A delete
 // returns Applied{Deleted: true}.
 //
-// Applied.Value is the replica to keep: cur itself, or a replacement (an
-// ORMap is changed on a copy, so that cur stays whole when a nested update
-// fails). Applied.Delta is nil when nothing changed, except that it is never
-// nil when cur is nil, so that other nodes learn that the value exists. On
-// error, cur is unchanged: a delta or state without a value, of another
-// kind than cur, with a missing element or key, a GCounter increment at or
-// above 2^63, a counter overflow, a FlagDelta{value: false} for an enabled
-// flag, an unknown clock, or nesting deeper than MaxDepth.
+// Applied.Value is cur itself when cur is not nil. Applied.Delta is nil
+// when nothing changed, except that it is never nil when cur is nil, so that
+// other nodes learn that the value exists.
+//
+// It returns an error, and leaves cur unchanged, for a delta or state
+// without a value or of another kind than cur, a missing element or key, a
+// GCounter increment or value at or above 2^63, a counter overflow, a
+// FlagDelta{value: false} for an enabled flag, an unknown clock, nesting
+// deeper than MaxDepth, or an empty node.
 func Apply(cur CRDT, node NodeID, now int64, action *protocol.CrdtStateAction) (Applied, error) {
 	switch a := action.GetAction().(type) {
 	case *protocol.CrdtStateAction_Delete:
@@ -37,7 +40,7 @@ func Apply(cur CRDT, node NodeID, now int64, action *protocol.CrdtStateAction) (
 		if err := checkState(a.Create, 0); err != nil {
 			return Applied{}, fmt.Errorf("apply create: %w", err)
 		}
-		out, err := apply(cur, node, now, stateKind(a.Create),
+		out, err := apply(cur, node, now, stateKind(a.Create), stateKeys(a.Create),
 			func(m *mutation, s, δ store) (bool, error) {
 				return s.applyState(m, δ, a.Create, 0)
 			})
@@ -49,7 +52,7 @@ func Apply(cur CRDT, node NodeID, now int64, action *protocol.CrdtStateAction) (
 		if err := checkDelta(a.Update, 0); err != nil {
 			return Applied{}, fmt.Errorf("apply update: %w", err)
 		}
-		out, err := apply(cur, node, now, deltaKind(a.Update),
+		out, err := apply(cur, node, now, deltaKind(a.Update), deltaKeys(a.Update),
 			func(m *mutation, s, δ store) (bool, error) {
 				return s.applyDelta(m, δ, a.Update, 0)
 			})
@@ -62,9 +65,10 @@ func Apply(cur CRDT, node NodeID, now int64, action *protocol.CrdtStateAction) (
 }
 
 // apply runs op on node's replica cur of kind, or on a new one when cur is
-// nil, and collects the delta.
+// nil, and collects the delta. keys are the map keys that op reads when the
+// kind is ORMap.
 func apply(
-	cur CRDT, node NodeID, now int64, kind Kind,
+	cur CRDT, node NodeID, now int64, kind Kind, keys []*anypb.Any,
 	op func(m *mutation, s, δ store) (bool, error),
 ) (Applied, error) {
 	if node == "" {
@@ -83,7 +87,14 @@ func apply(
 		}
 		r = b
 		if kind == KindORMap {
-			r = b.clone()
+			// A nested update may fail half-way. Try the action first on
+			// copies of the context and of the entries it reads, so that a
+			// failure leaves cur whole.
+			trial := &replica{cc: r.cc.clone(), st: r.st.(*mapStore).only(keys)}
+			tm := &mutation{node: node, now: now, cc: &trial.cc, dcc: &causalContext{}}
+			if _, err := op(tm, trial.st, newStore(kind)); err != nil {
+				return Applied{}, err
+			}
 		}
 	}
 	δ := &replica{st: newStore(kind)}
@@ -93,11 +104,33 @@ func apply(
 		return Applied{}, err
 	}
 	out := Applied{Value: cur}
-	if cur == nil || kind == KindORMap {
+	if cur == nil {
 		out.Value = wrap(r)
 	}
 	if changed || cur == nil {
 		out.Delta = wrap(δ)
 	}
 	return out, nil
+}
+
+// stateKeys returns the keys of a map's full state.
+func stateKeys(st *protocol.CrdtState) []*anypb.Any {
+	var keys []*anypb.Any
+	for _, e := range st.GetOrmap().GetEntries() {
+		keys = append(keys, e.GetKey())
+	}
+	return keys
+}
+
+// deltaKeys returns the keys a map's delta names.
+func deltaKeys(d *protocol.CrdtDelta) []*anypb.Any {
+	m := d.GetOrmap()
+	keys := slices.Clone(m.GetRemoved())
+	for _, u := range m.GetUpdated() {
+		keys = append(keys, u.GetKey())
+	}
+	for _, e := range m.GetAdded() {
+		keys = append(keys, e.GetKey())
+	}
+	return keys
 }

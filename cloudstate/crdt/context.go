@@ -146,13 +146,23 @@ func (c *causalContext) clone() causalContext {
 	return out
 }
 
-// joinDots returns the dots of a dot set that survive the join of a, seen
-// with context ca, and b, seen with context cb: the dots in both, and those
-// in one that the other has not seen. It returns a itself when the join
-// leaves it unchanged, and never modifies a or b.
-func joinDots(a []dot, ca *causalContext, b []dot, cb *causalContext) []dot {
-	keep := func(d dot) bool { return slices.Contains(b, d) || !cb.contains(d) }
-	gain := func(d dot) bool { return !slices.Contains(a, d) && !ca.contains(d) }
+// joining carries the contexts of a join: sc, that of the store merged
+// into, and oc, that of the store merged from, both as they were before the
+// join; the caller merges the contexts last.
+type joining struct {
+	sc, oc *causalContext
+	// quiet caches whether sc has seen none of the dots oc has: 0 while
+	// not known, 1 when so, -1 when not.
+	quiet int8
+}
+
+// dots returns the dots of a dot set that survive the join of a, seen with
+// sc, and b, seen with oc: the dots in both, and those in one that the
+// other has not seen. It returns a itself when the join leaves it
+// unchanged, and never modifies a or b.
+func (j *joining) dots(a, b []dot) []dot {
+	keep := func(d dot) bool { return slices.Contains(b, d) || !j.oc.contains(d) }
+	gain := func(d dot) bool { return !slices.Contains(a, d) && !j.sc.contains(d) }
 	if !slices.ContainsFunc(a, func(d dot) bool { return !keep(d) }) &&
 		!slices.ContainsFunc(b, gain) {
 		return a
@@ -171,11 +181,23 @@ func joinDots(a []dot, ca *causalContext, b []dot, cb *causalContext) []dot {
 	return out
 }
 
-// unseen reports whether c has seen none of the dots that o has seen, so
-// that joining a store with context o into one with context c removes
-// nothing from it. It may report false for contexts that are disjoint but
-// large.
-func (c *causalContext) unseen(o *causalContext) bool {
+// removesNothing reports whether sc has seen none of the dots that oc has
+// seen, so that the join can remove nothing the store merged into holds
+// outside what the other store holds. It may report false for contexts
+// that are disjoint but large.
+func (j *joining) removesNothing() bool {
+	if j.quiet == 0 {
+		j.quiet = -1
+		if disjoint(j.sc, j.oc) {
+			j.quiet = 1
+		}
+	}
+	return j.quiet == 1
+}
+
+// disjoint reports whether c has seen none of the dots o has seen, giving
+// up with false when o has seen many.
+func disjoint(c, o *causalContext) bool {
 	const limit = 1024
 	n := len(o.cloud)
 	for node, seq := range o.vv {

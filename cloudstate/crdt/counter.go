@@ -35,7 +35,7 @@ func (s *counterStore) set(d dot, v counterVal) {
 	s.dots[d] = v
 }
 
-func (s *counterStore) join(sc *causalContext, o store, oc *causalContext) {
+func (s *counterStore) join(j *joining, o store) {
 	var od map[dot]counterVal
 	if t, ok := o.(*counterStore); ok && t != nil {
 		od = t.dots
@@ -43,12 +43,12 @@ func (s *counterStore) join(sc *causalContext, o store, oc *causalContext) {
 	for d, v := range s.dots {
 		if ov, ok := od[d]; ok {
 			s.dots[d] = counterVal{p: max(v.p, ov.p), n: max(v.n, ov.n)}
-		} else if oc.contains(d) {
+		} else if j.oc.contains(d) {
 			delete(s.dots, d)
 		}
 	}
 	for d, ov := range od {
-		if _, ok := s.dots[d]; !ok && !sc.contains(d) {
+		if _, ok := s.dots[d]; !ok && !j.sc.contains(d) {
 			s.set(d, ov)
 		}
 	}
@@ -181,7 +181,8 @@ func (s *counterStore) applyState(
 			break
 		}
 		if x.Gcounter.GetValue() > math.MaxInt64 {
-			return false, fmt.Errorf("gcounter value %d is negative as int64", x.Gcounter.GetValue())
+			return false, fmt.Errorf("gcounter value %d is negative as int64",
+				x.Gcounter.GetValue())
 		}
 		return s.add(m, dc, x.Gcounter.GetValue(), 0)
 	case *protocol.CrdtState_Pncounter:

@@ -8,6 +8,22 @@
 // same operations hold the same value whatever the order and repetition of
 // delivery.
 //
+// Every type is built the same way, as a delta-state CRDT over dots: each
+// event a node makes (an increment, an add, a write, a vote) gets a dot, the
+// node's ID and its next sequence number, and a replica keeps a causal
+// context, the dots it has seen, as a version vector with a cloud of the
+// dots that arrived out of order. A dot the context holds that the value
+// does not was removed. Merging keeps what both sides hold and what one side
+// holds that the other has not seen, so a delta merges correctly whatever
+// order deltas arrive in, and removals take away only what they saw: ORSet
+// and ORMap are observed-remove with add-wins. The values nested in an ORMap
+// share the map's context, so that removing a key removes exactly what was
+// seen under it.
+//
+// A NodeID must name one replica's whole life: a node that restarts without
+// its replicas must take a new NodeID, or its new dots would reuse numbers
+// that other nodes have already seen, and its changes would be lost.
+//
 // The package also translates between replicas and the Cloudstate wire
 // protocol: it applies a user function's CrdtStateAction to a replica, and
 // computes the full CrdtState or the CrdtDelta a user function must be told.

@@ -52,7 +52,8 @@ func diff(old, new *protocol.CrdtState, depth int) (*protocol.CrdtDelta, error) 
 	case *protocol.CrdtState_Gcounter:
 		ov, nv := o.Gcounter.GetValue(), new.GetGcounter().GetValue()
 		if nv < ov {
-			return nil, fmt.Errorf("diff gcounter: went down from %d to %d: %w", ov, nv, ErrIncompatible)
+			return nil, fmt.Errorf("diff gcounter: went down from %d to %d: %w",
+				ov, nv, ErrIncompatible)
 		}
 		if nv == ov {
 			return nil, nil
@@ -194,7 +195,8 @@ func diffORMap(old, new []*protocol.ORMapEntry, depth int) (*protocol.CrdtDelta,
 		case err != nil:
 			return nil, err
 		case nd != nil:
-			d.Updated = append(d.Updated, &protocol.ORMapEntryDelta{Key: cloneAny(oe.Key), Delta: nd})
+			d.Updated = append(d.Updated,
+				&protocol.ORMapEntryDelta{Key: cloneAny(oe.Key), Delta: nd})
 		}
 	}
 	for k, ne := range nm {

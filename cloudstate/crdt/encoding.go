@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -97,7 +98,9 @@ func (e *encoder) context(cc *causalContext) *crdtv1.Context {
 	for n, s := range cc.vv {
 		out.VersionVector = append(out.VersionVector, &crdtv1.Dot{Node: e.index[n], Seq: s})
 	}
-	slices.SortFunc(out.VersionVector, func(a, b *crdtv1.Dot) int { return int(a.Node) - int(b.Node) })
+	slices.SortFunc(out.VersionVector, func(a, b *crdtv1.Dot) int {
+		return cmp.Compare(a.Node, b.Node)
+	})
 	cloud := make([]dot, 0, len(cc.cloud))
 	for d := range cc.cloud {
 		cloud = append(cloud, d)
@@ -164,7 +167,8 @@ func (e *encoder) value(s store) (*crdtv1.Value, error) {
 				return nil, err
 			}
 			w := s.writes[d]
-			reg.Writes = append(reg.Writes, &crdtv1.RegisterWrite{Dot: pd, Value: w.value, Timestamp: w.ts})
+			reg.Writes = append(reg.Writes,
+				&crdtv1.RegisterWrite{Dot: pd, Value: w.value, Timestamp: w.ts})
 		}
 		return &crdtv1.Value{Kind: &crdtv1.Value_Lwwregister{Lwwregister: reg}}, nil
 	case *flagStore:

@@ -19,12 +19,12 @@ type flagStore struct {
 
 func (s *flagStore) kind() Kind { return KindFlag }
 
-func (s *flagStore) join(sc *causalContext, o store, oc *causalContext) {
+func (s *flagStore) join(j *joining, o store) {
 	var od []dot
 	if t, ok := o.(*flagStore); ok && t != nil {
 		od = t.dots
 	}
-	s.dots = joinDots(s.dots, sc, od, oc)
+	s.dots = j.dots(s.dots, od)
 }
 
 func (s *flagStore) appendDots(ds []dot) []dot { return append(ds, s.dots...) }

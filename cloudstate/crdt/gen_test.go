@@ -265,3 +265,106 @@ func dump(c CRDT) string {
 	}
 	return fmt.Sprintf("ctx vv=%v cloud=%v dots=%v", r.cc.vv, r.cc.cloud, r.st.appendDots(nil))
 }
+
+// Constructors of states, deltas and actions, for short test tables.
+
+func gcounterState(v uint64) *protocol.CrdtState {
+	return &protocol.CrdtState{State: &protocol.CrdtState_Gcounter{
+		Gcounter: &protocol.GCounterState{Value: v},
+	}}
+}
+
+func pncounterState(v int64) *protocol.CrdtState {
+	return &protocol.CrdtState{State: &protocol.CrdtState_Pncounter{
+		Pncounter: &protocol.PNCounterState{Value: v},
+	}}
+}
+
+func gsetState(items ...*anypb.Any) *protocol.CrdtState {
+	return &protocol.CrdtState{State: &protocol.CrdtState_Gset{Gset: &protocol.GSetState{Items: items}}}
+}
+
+func orsetState(items ...*anypb.Any) *protocol.CrdtState {
+	return &protocol.CrdtState{State: &protocol.CrdtState_Orset{Orset: &protocol.ORSetState{Items: items}}}
+}
+
+func lwwState(v *anypb.Any, clock protocol.CrdtClock, custom int64) *protocol.CrdtState {
+	return &protocol.CrdtState{State: &protocol.CrdtState_Lwwregister{
+		Lwwregister: &protocol.LWWRegisterState{Value: v, Clock: clock, CustomClockValue: custom},
+	}}
+}
+
+func flagState(v bool) *protocol.CrdtState {
+	return &protocol.CrdtState{State: &protocol.CrdtState_Flag{Flag: &protocol.FlagState{Value: v}}}
+}
+
+func ormapState(entries ...*protocol.ORMapEntry) *protocol.CrdtState {
+	return &protocol.CrdtState{State: &protocol.CrdtState_Ormap{
+		Ormap: &protocol.ORMapState{Entries: entries},
+	}}
+}
+
+func entry(k *anypb.Any, v *protocol.CrdtState) *protocol.ORMapEntry {
+	return &protocol.ORMapEntry{Key: k, Value: v}
+}
+
+func voteState(forIt, total uint32, self bool) *protocol.CrdtState {
+	return &protocol.CrdtState{State: &protocol.CrdtState_Vote{Vote: &protocol.VoteState{
+		VotesFor: forIt, TotalVoters: total, SelfVote: self,
+	}}}
+}
+
+func gcounterDelta(inc uint64) *protocol.CrdtDelta {
+	return &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Gcounter{
+		Gcounter: &protocol.GCounterDelta{Increment: inc},
+	}}
+}
+
+func pncounterDelta(c int64) *protocol.CrdtDelta {
+	return &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Pncounter{
+		Pncounter: &protocol.PNCounterDelta{Change: c},
+	}}
+}
+
+func gsetDelta(added ...*anypb.Any) *protocol.CrdtDelta {
+	return &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Gset{Gset: &protocol.GSetDelta{Added: added}}}
+}
+
+func orsetDelta(cleared bool, removed, added []*anypb.Any) *protocol.CrdtDelta {
+	return &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Orset{Orset: &protocol.ORSetDelta{
+		Cleared: cleared, Removed: removed, Added: added,
+	}}}
+}
+
+func lwwDelta(v *anypb.Any, clock protocol.CrdtClock, custom int64) *protocol.CrdtDelta {
+	return &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Lwwregister{
+		Lwwregister: &protocol.LWWRegisterDelta{Value: v, Clock: clock, CustomClockValue: custom},
+	}}
+}
+
+func flagDelta(v bool) *protocol.CrdtDelta {
+	return &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Flag{Flag: &protocol.FlagDelta{Value: v}}}
+}
+
+func ormapDelta(d *protocol.ORMapDelta) *protocol.CrdtDelta {
+	return &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Ormap{Ormap: d}}
+}
+
+func entryDelta(k *anypb.Any, d *protocol.CrdtDelta) *protocol.ORMapEntryDelta {
+	return &protocol.ORMapEntryDelta{Key: k, Delta: d}
+}
+
+func voteDelta(self bool) *protocol.CrdtDelta {
+	return &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Vote{Vote: &protocol.VoteDelta{SelfVote: self}}}
+}
+
+func update(d *protocol.CrdtDelta) *protocol.CrdtStateAction {
+	return &protocol.CrdtStateAction{Action: &protocol.CrdtStateAction_Update{Update: d}}
+}
+
+func create(st *protocol.CrdtState) *protocol.CrdtStateAction {
+	return &protocol.CrdtStateAction{Action: &protocol.CrdtStateAction_Create{Create: st}}
+}
+
+// anys returns its arguments as a slice.
+func anys(v ...*anypb.Any) []*anypb.Any { return v }

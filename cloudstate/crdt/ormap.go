@@ -47,6 +47,15 @@ func (e *mapEntry) appendDots(ds []dot) []dot {
 	return ds
 }
 
+// clone returns a deep copy of the entry.
+func (e *mapEntry) clone() *mapEntry {
+	c := &mapEntry{key: e.key, vals: make(map[Kind]*mapValue, len(e.vals))}
+	for kind, v := range e.vals {
+		c.vals[kind] = &mapValue{live: slices.Clone(v.live), st: v.st.clone()}
+	}
+	return c
+}
+
 // setValue stores v under kind, or drops the kind when v is empty.
 func (e *mapEntry) setValue(kind Kind, v *mapValue) {
 	if v.empty() {
@@ -59,12 +68,12 @@ func (e *mapEntry) setValue(kind Kind, v *mapValue) {
 	e.vals[kind] = v
 }
 
-// prune drops the dots of the entry that oc has seen, as a join with a
-// replica that does not have the key.
-func (e *mapEntry) prune(sc, oc *causalContext) {
+// prune drops the dots of the entry that the other side of j has seen, as
+// a join with a replica that does not have the key.
+func (e *mapEntry) prune(j *joining) {
 	for kind, v := range e.vals {
-		v.live = joinDots(v.live, sc, nil, oc)
-		v.st.join(sc, nil, oc)
+		v.live = j.dots(v.live, nil)
+		v.st.join(j, nil)
 		e.setValue(kind, v)
 	}
 }
@@ -103,7 +112,7 @@ func (s *mapStore) dropIfEmpty(k string) {
 	}
 }
 
-func (s *mapStore) join(sc *causalContext, o store, oc *causalContext) {
+func (s *mapStore) join(j *joining, o store) {
 	var oe map[string]*mapEntry
 	if t, ok := o.(*mapStore); ok && t != nil {
 		oe = t.entries
@@ -115,26 +124,26 @@ func (s *mapStore) join(sc *causalContext, o store, oc *causalContext) {
 			if v == nil {
 				v = &mapValue{st: newStore(kind)}
 			}
-			v.live = joinDots(v.live, sc, xv.live, oc)
-			v.st.join(sc, xv.st, oc)
+			v.live = j.dots(v.live, xv.live)
+			v.st.join(j, xv.st)
 			e.setValue(kind, v)
 		}
 		for kind, v := range e.vals {
 			if _, ok := x.vals[kind]; ok {
 				continue
 			}
-			v.live = joinDots(v.live, sc, nil, oc)
-			v.st.join(sc, nil, oc)
+			v.live = j.dots(v.live, nil)
+			v.st.join(j, nil)
 			e.setValue(kind, v)
 		}
 		s.dropIfEmpty(k)
 	}
-	if sc.unseen(oc) {
+	if j.removesNothing() {
 		return
 	}
 	for k, e := range s.entries {
 		if _, ok := oe[k]; !ok {
-			e.prune(sc, oc)
+			e.prune(j)
 			s.dropIfEmpty(k)
 		}
 	}
@@ -155,11 +164,22 @@ func (s *mapStore) clone() store {
 		out.entries = make(map[string]*mapEntry, len(s.entries))
 	}
 	for k, e := range s.entries {
-		c := &mapEntry{key: e.key, vals: make(map[Kind]*mapValue, len(e.vals))}
-		for kind, v := range e.vals {
-			c.vals[kind] = &mapValue{live: slices.Clone(v.live), st: v.st.clone()}
+		out.entries[k] = e.clone()
+	}
+	return out
+}
+
+// only returns copies of the entries of the given keys.
+func (s *mapStore) only(keys []*anypb.Any) *mapStore {
+	out := &mapStore{}
+	for _, key := range keys {
+		k := anyKey(key)
+		if e, ok := s.entries[k]; ok {
+			if out.entries == nil {
+				out.entries = make(map[string]*mapEntry, len(keys))
+			}
+			out.entries[k] = e.clone()
 		}
-		out.entries[k] = c
 	}
 	return out
 }

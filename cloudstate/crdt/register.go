@@ -50,7 +50,7 @@ func beats(d dot, w write, e dot, x write) bool {
 	return anyKey(w.value) > anyKey(x.value)
 }
 
-func (s *registerStore) join(sc *causalContext, o store, oc *causalContext) {
+func (s *registerStore) join(j *joining, o store) {
 	var ow map[dot]write
 	if t, ok := o.(*registerStore); ok && t != nil {
 		ow = t.writes
@@ -60,12 +60,12 @@ func (s *registerStore) join(sc *causalContext, o store, oc *causalContext) {
 			if beats(d, x, d, w) {
 				s.writes[d] = x
 			}
-		} else if oc.contains(d) {
+		} else if j.oc.contains(d) {
 			delete(s.writes, d)
 		}
 	}
 	for d, x := range ow {
-		if _, ok := s.writes[d]; !ok && !sc.contains(d) {
+		if _, ok := s.writes[d]; !ok && !j.sc.contains(d) {
 			s.set(d, x)
 		}
 	}

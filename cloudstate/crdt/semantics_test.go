@@ -1,7 +1,6 @@
 package crdt
 
 import (
-	"errors"
 	"math"
 	"testing"
 
@@ -12,52 +11,10 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-func update(d *protocol.CrdtDelta) *protocol.CrdtStateAction {
-	return &protocol.CrdtStateAction{Action: &protocol.CrdtStateAction_Update{Update: d}}
-}
-
-func create(st *protocol.CrdtState) *protocol.CrdtStateAction {
-	return &protocol.CrdtStateAction{Action: &protocol.CrdtStateAction_Create{Create: st}}
-}
-
-func orsetDelta(cleared bool, removed, added []*anypb.Any) *protocol.CrdtDelta {
-	return &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Orset{Orset: &protocol.ORSetDelta{
-		Cleared: cleared, Removed: removed, Added: added,
-	}}}
-}
-
-func orsetState(items ...*anypb.Any) *protocol.CrdtState {
-	return &protocol.CrdtState{State: &protocol.CrdtState_Orset{Orset: &protocol.ORSetState{Items: items}}}
-}
-
-func gcounterState(v uint64) *protocol.CrdtState {
-	return &protocol.CrdtState{State: &protocol.CrdtState_Gcounter{Gcounter: &protocol.GCounterState{Value: v}}}
-}
-
-func gcounterDelta(inc uint64) *protocol.CrdtDelta {
-	return &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Gcounter{Gcounter: &protocol.GCounterDelta{Increment: inc}}}
-}
-
-func lwwDelta(v *anypb.Any, clock protocol.CrdtClock, custom int64) *protocol.CrdtDelta {
-	return &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Lwwregister{Lwwregister: &protocol.LWWRegisterDelta{
-		Value: v, Clock: clock, CustomClockValue: custom,
-	}}}
-}
-
-func voteDelta(self bool) *protocol.CrdtDelta {
-	return &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Vote{Vote: &protocol.VoteDelta{SelfVote: self}}}
-}
-
-func flagDelta(v bool) *protocol.CrdtDelta {
-	return &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Flag{Flag: &protocol.FlagDelta{Value: v}}}
-}
-
-func ormapDelta(d *protocol.ORMapDelta) *protocol.CrdtDelta {
-	return &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Ormap{Ormap: d}}
-}
-
 // mustApply applies action to node's replica cur and returns the result.
-func mustApply(t testing.TB, cur CRDT, node NodeID, now int64, action *protocol.CrdtStateAction) Applied {
+func mustApply(
+	t testing.TB, cur CRDT, node NodeID, now int64, action *protocol.CrdtStateAction,
+) Applied {
 	t.Helper()
 	out, err := Apply(cur, node, now, action)
 	if err != nil {
@@ -87,10 +44,10 @@ func wantView(t *testing.T, c CRDT, m Membership, want *protocol.CrdtState) {
 func TestORSetAddWinsOverConcurrentRemove(t *testing.T) {
 	t.Parallel()
 	x := str("x")
-	a := mustApply(t, nil, "a", 1, update(orsetDelta(false, nil, []*anypb.Any{x}))).Value
+	a := mustApply(t, nil, "a", 1, update(orsetDelta(false, nil, anys(x)))).Value
 	b := a.Clone()
-	removal := mustApply(t, b, "b", 2, update(orsetDelta(false, []*anypb.Any{x}, nil)))
-	c := mustApply(t, nil, "c", 2, update(orsetDelta(false, nil, []*anypb.Any{x})))
+	removal := mustApply(t, b, "b", 2, update(orsetDelta(false, anys(x), nil)))
+	c := mustApply(t, nil, "c", 2, update(orsetDelta(false, nil, anys(x))))
 
 	mustMerge(t, a, removal.Delta, c.Delta)
 	mustMerge(t, b, c.Delta)
@@ -102,8 +59,8 @@ func TestORSetAddWinsOverConcurrentRemove(t *testing.T) {
 func TestORSetClearRemovesOnlyWhatItSaw(t *testing.T) {
 	t.Parallel()
 	x, y := str("x"), str("y")
-	a := mustApply(t, nil, "a", 1, update(orsetDelta(false, nil, []*anypb.Any{x})))
-	b := mustApply(t, nil, "b", 1, update(orsetDelta(false, nil, []*anypb.Any{y}))).Value
+	a := mustApply(t, nil, "a", 1, update(orsetDelta(false, nil, anys(x))))
+	b := mustApply(t, nil, "b", 1, update(orsetDelta(false, nil, anys(y)))).Value
 	mustMerge(t, b, a.Delta)
 
 	clear := mustApply(t, a.Value, "a", 2, update(orsetDelta(true, nil, nil)))
@@ -120,11 +77,11 @@ func TestORSetOutOfOrderDeltas(t *testing.T) {
 	var deltas []CRDT
 	a := CRDT(nil)
 	for i, d := range []*protocol.CrdtDelta{
-		orsetDelta(false, nil, []*anypb.Any{x}),
-		orsetDelta(false, nil, []*anypb.Any{y}),
-		orsetDelta(false, []*anypb.Any{x}, nil),
-		orsetDelta(false, nil, []*anypb.Any{x}),
-		orsetDelta(true, nil, []*anypb.Any{y}),
+		orsetDelta(false, nil, anys(x)),
+		orsetDelta(false, nil, anys(y)),
+		orsetDelta(false, anys(x), nil),
+		orsetDelta(false, nil, anys(x)),
+		orsetDelta(true, nil, anys(y)),
 	} {
 		out := mustApply(t, a, "a", int64(i), update(d))
 		a = out.Value
@@ -141,24 +98,18 @@ func TestORSetOutOfOrderDeltas(t *testing.T) {
 func TestORMapUpdateWinsOverConcurrentRemove(t *testing.T) {
 	t.Parallel()
 	k, x, y := str("k"), str("x"), str("y")
-	a := mustApply(t, nil, "a", 1, create(&protocol.CrdtState{State: &protocol.CrdtState_Ormap{
-		Ormap: &protocol.ORMapState{Entries: []*protocol.ORMapEntry{{Key: k, Value: orsetState(x)}}},
-	}})).Value
+	a := mustApply(t, nil, "a", 1, create(ormapState(entry(k, orsetState(x))))).Value
 	b := a.Clone()
 
-	removal := mustApply(t, b, "b", 2, update(ormapDelta(&protocol.ORMapDelta{Removed: []*anypb.Any{k}})))
-	wantView(t, removal.Value, everyone, &protocol.CrdtState{State: &protocol.CrdtState_Ormap{
-		Ormap: &protocol.ORMapState{},
-	}})
+	removal := mustApply(t, b, "b", 2, update(ormapDelta(&protocol.ORMapDelta{Removed: anys(k)})))
+	wantView(t, removal.Value, everyone, ormapState())
 	upd := mustApply(t, a, "a", 2, update(ormapDelta(&protocol.ORMapDelta{
-		Updated: []*protocol.ORMapEntryDelta{{Key: k, Delta: orsetDelta(false, nil, []*anypb.Any{y})}},
+		Updated: []*protocol.ORMapEntryDelta{entryDelta(k, orsetDelta(false, nil, anys(y)))},
 	})))
 
 	mustMerge(t, upd.Value, removal.Delta)
 	mustMerge(t, removal.Value, upd.Delta)
-	want := &protocol.CrdtState{State: &protocol.CrdtState_Ormap{Ormap: &protocol.ORMapState{
-		Entries: []*protocol.ORMapEntry{{Key: k, Value: orsetState(y)}},
-	}}}
+	want := ormapState(entry(k, orsetState(y)))
 	wantView(t, upd.Value, everyone, want)
 	wantView(t, removal.Value, everyone, want)
 }
@@ -170,108 +121,80 @@ func TestORMapRemoveThenPutAgain(t *testing.T) {
 	k := str("k")
 	put := func(v uint64) *protocol.CrdtStateAction {
 		return update(ormapDelta(&protocol.ORMapDelta{
-			Added: []*protocol.ORMapEntry{{Key: k, Value: gcounterState(v)}},
+			Added: []*protocol.ORMapEntry{entry(k, gcounterState(v))},
 		}))
 	}
+	remove := update(ormapDelta(&protocol.ORMapDelta{Removed: anys(k)}))
 	first := mustApply(t, nil, "a", 1, put(5))
 	b := first.Delta.Clone()
-	removal := mustApply(t, first.Value, "a", 2, update(ormapDelta(&protocol.ORMapDelta{Removed: []*anypb.Any{k}})))
+	removal := mustApply(t, first.Value, "a", 2, remove)
 	again := mustApply(t, removal.Value, "a", 3, put(1))
 
 	mustMerge(t, b, again.Delta, removal.Delta)
-	want := &protocol.CrdtState{State: &protocol.CrdtState_Ormap{Ormap: &protocol.ORMapState{
-		Entries: []*protocol.ORMapEntry{{Key: k, Value: gcounterState(1)}},
-	}}}
-	wantView(t, b, everyone, want)
+	wantView(t, b, everyone, ormapState(entry(k, gcounterState(1))))
 	sameReplica(t, "a and b", again.Value, b)
 }
 
 func TestORMapKindConflict(t *testing.T) {
 	t.Parallel()
 	k, x := str("k"), str("x")
-	putA := mustApply(t, nil, "a", 1, update(ormapDelta(&protocol.ORMapDelta{
-		Added: []*protocol.ORMapEntry{{Key: k, Value: gcounterState(5)}},
-	})))
-	putB := mustApply(t, nil, "b", 1, update(ormapDelta(&protocol.ORMapDelta{
-		Added: []*protocol.ORMapEntry{{Key: k, Value: orsetState(x)}},
-	})))
+	put := func(v *protocol.CrdtState) *protocol.CrdtStateAction {
+		return update(ormapDelta(&protocol.ORMapDelta{Added: []*protocol.ORMapEntry{entry(k, v)}}))
+	}
+	putA := mustApply(t, nil, "a", 1, put(gcounterState(5)))
+	putB := mustApply(t, nil, "b", 1, put(orsetState(x)))
 	a, b := putA.Value, putB.Value
 	mustMerge(t, a, putB.Delta)
 	mustMerge(t, b, putA.Delta)
 	sameReplica(t, "a and b", a, b)
-	showsSet := &protocol.CrdtState{State: &protocol.CrdtState_Ormap{Ormap: &protocol.ORMapState{
-		Entries: []*protocol.ORMapEntry{{Key: k, Value: orsetState(x)}},
-	}}}
+	showsSet := ormapState(entry(k, orsetState(x)))
 	wantView(t, a, everyone, showsSet)
 
 	ignored := mustApply(t, a, "a", 2, update(ormapDelta(&protocol.ORMapDelta{
-		Updated: []*protocol.ORMapEntryDelta{{Key: k, Delta: gcounterDelta(1)}},
+		Updated: []*protocol.ORMapEntryDelta{entryDelta(k, gcounterDelta(1))},
 	})))
 	if ignored.Delta != nil {
 		t.Errorf("update of the hidden kind gave delta %v", View(ignored.Delta, everyone))
 	}
 	wantView(t, ignored.Value, everyone, showsSet)
 
-	removal := mustApply(t, ignored.Value, "a", 3, update(ormapDelta(&protocol.ORMapDelta{Removed: []*anypb.Any{k}})))
+	remove := update(ormapDelta(&protocol.ORMapDelta{Removed: anys(k)}))
+	removal := mustApply(t, ignored.Value, "a", 3, remove)
 	mustMerge(t, b, removal.Delta)
-	empty := &protocol.CrdtState{State: &protocol.CrdtState_Ormap{Ormap: &protocol.ORMapState{}}}
-	wantView(t, b, everyone, empty)
-	wantView(t, removal.Value, everyone, empty)
+	wantView(t, b, everyone, ormapState())
+	wantView(t, removal.Value, everyone, ormapState())
 }
 
 func TestLWWRegisterClocks(t *testing.T) {
 	t.Parallel()
 	v1, v2 := str("one"), str("two")
+	const (
+		def     = protocol.CrdtClock_DEFAULT
+		reverse = protocol.CrdtClock_REVERSE
+		custom  = protocol.CrdtClock_CUSTOM
+		autoInc = protocol.CrdtClock_CUSTOM_AUTO_INCREMENT
+	)
 	tests := []struct {
-		name      string
-		first     *protocol.CrdtDelta
-		second    *protocol.CrdtDelta
-		firstAt   int64
-		secondAt  int64
-		wantValue *anypb.Any
+		name              string
+		first, second     *protocol.CrdtDelta
+		firstAt, secondAt int64
+		want              *anypb.Any
 	}{
-		{
-			name:  "default clock: the later write wins",
-			first: lwwDelta(v1, protocol.CrdtClock_DEFAULT, 0), firstAt: 100,
-			second: lwwDelta(v2, protocol.CrdtClock_DEFAULT, 0), secondAt: 50,
-			wantValue: v2,
-		},
-		{
-			name:  "reverse clock: the first write wins",
-			first: lwwDelta(v1, protocol.CrdtClock_REVERSE, 0), firstAt: 100,
-			second: lwwDelta(v2, protocol.CrdtClock_REVERSE, 0), secondAt: 200,
-			wantValue: v1,
-		},
-		{
-			name:  "custom clock: a lower value loses",
-			first: lwwDelta(v1, protocol.CrdtClock_CUSTOM, 5), firstAt: 1,
-			second: lwwDelta(v2, protocol.CrdtClock_CUSTOM, 3), secondAt: 2,
-			wantValue: v1,
-		},
-		{
-			name:  "custom clock: an equal value from the same node wins",
-			first: lwwDelta(v1, protocol.CrdtClock_CUSTOM, 5), firstAt: 1,
-			second: lwwDelta(v2, protocol.CrdtClock_CUSTOM, 5), secondAt: 2,
-			wantValue: v2,
-		},
-		{
-			name:  "auto-increment clock: a lower value still wins",
-			first: lwwDelta(v1, protocol.CrdtClock_CUSTOM, 5), firstAt: 1,
-			second: lwwDelta(v2, protocol.CrdtClock_CUSTOM_AUTO_INCREMENT, 3), secondAt: 2,
-			wantValue: v2,
-		},
+		{"default: the later write wins", lwwDelta(v1, def, 0), lwwDelta(v2, def, 0), 100, 50, v2},
+		{"reverse: the first write wins", lwwDelta(v1, reverse, 0), lwwDelta(v2, reverse, 0), 100, 200, v1},
+		{"custom: a lower value loses", lwwDelta(v1, custom, 5), lwwDelta(v2, custom, 3), 1, 2, v1},
+		{"custom: an equal value wins", lwwDelta(v1, custom, 5), lwwDelta(v2, custom, 5), 1, 2, v2},
+		{"auto-increment: a lower value wins", lwwDelta(v1, custom, 5), lwwDelta(v2, autoInc, 3), 1, 2, v2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			first := mustApply(t, nil, "a", tt.firstAt, update(tt.first))
 			second := mustApply(t, first.Value, "a", tt.secondAt, update(tt.second))
-			want := &protocol.CrdtState{State: &protocol.CrdtState_Lwwregister{
-				Lwwregister: &protocol.LWWRegisterState{Value: tt.wantValue},
-			}}
+			want := lwwState(tt.want, 0, 0)
 			wantView(t, second.Value, everyone, want)
-			if proto.Equal(tt.wantValue, v1) != (second.Delta == nil) {
-				t.Errorf("losing write gave delta %v, winning write none, or the reverse", second.Delta)
+			if lost := proto.Equal(tt.want, v1); lost != (second.Delta == nil) {
+				t.Errorf("second write lost %v, gave delta %v", lost, second.Delta != nil)
 			}
 			other := first.Delta.Clone()
 			if second.Delta != nil {
@@ -286,11 +209,10 @@ func TestLWWRegisterConcurrentWrites(t *testing.T) {
 	t.Parallel()
 	v1, v2 := str("one"), str("two")
 	tests := []struct {
-		name   string
-		a, b   *protocol.CrdtDelta
-		aAt    int64
-		bAt    int64
-		winner *anypb.Any
+		name     string
+		a, b     *protocol.CrdtDelta
+		aAt, bAt int64
+		winner   *anypb.Any
 	}{
 		{"higher timestamp", lwwDelta(v1, 0, 0), lwwDelta(v2, 0, 0), 10, 20, v2},
 		{"tie goes to the lower node", lwwDelta(v1, 0, 0), lwwDelta(v2, 0, 0), 10, 10, v1},
@@ -304,11 +226,8 @@ func TestLWWRegisterConcurrentWrites(t *testing.T) {
 			b := mustApply(t, nil, "b", tt.bAt, update(tt.b))
 			mustMerge(t, a.Value, b.Delta)
 			mustMerge(t, b.Value, a.Delta)
-			want := &protocol.CrdtState{State: &protocol.CrdtState_Lwwregister{
-				Lwwregister: &protocol.LWWRegisterState{Value: tt.winner},
-			}}
-			wantView(t, a.Value, everyone, want)
-			wantView(t, b.Value, everyone, want)
+			wantView(t, a.Value, everyone, lwwState(tt.winner, 0, 0))
+			wantView(t, b.Value, everyone, lwwState(tt.winner, 0, 0))
 		})
 	}
 }
@@ -325,23 +244,18 @@ func TestVoteMembership(t *testing.T) {
 			mustMerge(t, all, out.Delta)
 		}
 	}
-	vote := func(forIt, total uint32, self bool) *protocol.CrdtState {
-		return &protocol.CrdtState{State: &protocol.CrdtState_Vote{Vote: &protocol.VoteState{
-			VotesFor: forIt, TotalVoters: total, SelfVote: self,
-		}}}
-	}
 	tests := []struct {
 		name string
 		m    Membership
 		want *protocol.CrdtState
 	}{
-		{"everyone alive", Membership{Self: "a", Alive: []NodeID{"a", "b", "c", "d"}}, vote(3, 4, true)},
-		{"b left", Membership{Self: "a", Alive: []NodeID{"a", "c", "d"}}, vote(2, 3, true)},
-		{"dead d never counts", Membership{Self: "c", Alive: []NodeID{"a", "b", "c"}}, vote(2, 3, false)},
-		{"self not alive", Membership{Self: "a", Alive: []NodeID{"b", "c"}}, vote(1, 2, false)},
-		{"duplicates count once", Membership{Self: "b", Alive: []NodeID{"b", "b", "c"}}, vote(1, 2, true)},
-		{"unknown member votes against", Membership{Self: "e", Alive: []NodeID{"a", "e"}}, vote(1, 2, false)},
-		{"no members", Membership{Self: "a"}, vote(0, 0, false)},
+		{"everyone alive", Membership{"a", []NodeID{"a", "b", "c", "d"}}, voteState(3, 4, true)},
+		{"b left", Membership{"a", []NodeID{"a", "c", "d"}}, voteState(2, 3, true)},
+		{"dead d never counts", Membership{"c", []NodeID{"a", "b", "c"}}, voteState(2, 3, false)},
+		{"self not alive", Membership{"a", []NodeID{"b", "c"}}, voteState(1, 2, false)},
+		{"duplicates count once", Membership{"b", []NodeID{"b", "b", "c"}}, voteState(1, 2, true)},
+		{"unknown member votes against", Membership{"e", []NodeID{"a", "e"}}, voteState(1, 2, false)},
+		{"no members", Membership{Self: "a"}, voteState(0, 0, false)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -353,18 +267,13 @@ func TestVoteMembership(t *testing.T) {
 
 func TestVoteChangesIncrementOwnCounter(t *testing.T) {
 	t.Parallel()
-	m := Membership{Self: "a", Alive: []NodeID{"a", "b"}}
-	a := mustApply(t, nil, "a", 0, create(&protocol.CrdtState{State: &protocol.CrdtState_Vote{
-		Vote: &protocol.VoteState{VotesFor: 7, TotalVoters: 9, SelfVote: true},
-	}}))
+	ab := []NodeID{"a", "b"}
+	a := mustApply(t, nil, "a", 0, create(voteState(7, 9, true)))
 	b := mustApply(t, nil, "b", 0, update(voteDelta(true)))
 	mustMerge(t, a.Value, b.Delta)
-	wantView(t, a.Value, m, &protocol.CrdtState{State: &protocol.CrdtState_Vote{
-		Vote: &protocol.VoteState{VotesFor: 2, TotalVoters: 2, SelfVote: true},
-	}})
+	wantView(t, a.Value, Membership{"a", ab}, voteState(2, 2, true))
 
-	same := mustApply(t, a.Value, "a", 1, update(voteDelta(true)))
-	if same.Delta != nil {
+	if same := mustApply(t, a.Value, "a", 1, update(voteDelta(true))); same.Delta != nil {
 		t.Error("repeating the vote gave a delta")
 	}
 	against := mustApply(t, a.Value, "a", 2, update(voteDelta(false)))
@@ -372,72 +281,49 @@ func TestVoteChangesIncrementOwnCounter(t *testing.T) {
 	if got := against.Value.(*Vote).st.(*voteStore).counters()["a"]; got != 3 {
 		t.Errorf("counter of a after for, against, for = %d, want 3", got)
 	}
-	// b saw only the last change: a's newest counter replaces the older.
-	bv := b.Value
-	mustMerge(t, bv, again.Delta, a.Delta)
-	wantView(t, bv, Membership{Self: "b", Alive: []NodeID{"a", "b"}}, &protocol.CrdtState{
-		State: &protocol.CrdtState_Vote{Vote: &protocol.VoteState{VotesFor: 2, TotalVoters: 2, SelfVote: true}},
-	})
+	// b sees a's last change before its first: the newest counter wins.
+	mustMerge(t, b.Value, again.Delta, a.Delta)
+	wantView(t, b.Value, Membership{"b", ab}, voteState(2, 2, true))
 }
 
 func TestApplyCreate(t *testing.T) {
 	t.Parallel()
 	x, y := str("x"), str("y")
 	tests := []struct {
-		name  string
-		state *protocol.CrdtState
-		want  *protocol.CrdtState
+		name      string
+		state     *protocol.CrdtState
+		want      *protocol.CrdtState
+		wantModel *protocol.CrdtState
 	}{
-		{"gcounter", gcounterState(7), gcounterState(7)},
+		{name: "gcounter", state: gcounterState(7), want: gcounterState(7)},
+		{name: "pncounter", state: pncounterState(-3), want: pncounterState(-3)},
+		{name: "gset", state: gsetState(y, x, y), want: gsetState(x, y)},
+		{name: "orset", state: orsetState(y, x), want: orsetState(x, y)},
 		{
-			"pncounter",
-			&protocol.CrdtState{State: &protocol.CrdtState_Pncounter{Pncounter: &protocol.PNCounterState{Value: -3}}},
-			&protocol.CrdtState{State: &protocol.CrdtState_Pncounter{Pncounter: &protocol.PNCounterState{Value: -3}}},
+			name:  "lwwregister drops the clock",
+			state: lwwState(x, protocol.CrdtClock_CUSTOM, 4), want: lwwState(x, 0, 0),
 		},
 		{
-			"gset",
-			&protocol.CrdtState{State: &protocol.CrdtState_Gset{Gset: &protocol.GSetState{Items: []*anypb.Any{y, x, y}}}},
-			&protocol.CrdtState{State: &protocol.CrdtState_Gset{Gset: &protocol.GSetState{Items: []*anypb.Any{x, y}}}},
+			name:  "lwwregister without value holds the empty Any",
+			state: lwwState(nil, 0, 0), want: lwwState(&anypb.Any{}, 0, 0),
 		},
-		{"orset", orsetState(y, x), orsetState(x, y)},
+		{name: "flag", state: flagState(true), want: flagState(true)},
 		{
-			"lwwregister drops the clock",
-			&protocol.CrdtState{State: &protocol.CrdtState_Lwwregister{Lwwregister: &protocol.LWWRegisterState{
-				Value: x, Clock: protocol.CrdtClock_CUSTOM, CustomClockValue: 4,
-			}}},
-			&protocol.CrdtState{State: &protocol.CrdtState_Lwwregister{Lwwregister: &protocol.LWWRegisterState{Value: x}}},
+			name:  "vote takes only self_vote",
+			state: voteState(5, 5, true), want: voteState(1, 1, true), wantModel: voteState(5, 5, true),
 		},
 		{
-			"lwwregister without value holds the empty Any",
-			&protocol.CrdtState{State: &protocol.CrdtState_Lwwregister{Lwwregister: &protocol.LWWRegisterState{}}},
-			&protocol.CrdtState{State: &protocol.CrdtState_Lwwregister{Lwwregister: &protocol.LWWRegisterState{Value: &anypb.Any{}}}},
+			name:  "vote against",
+			state: voteState(0, 0, false), want: voteState(0, 1, false), wantModel: voteState(0, 0, false),
 		},
 		{
-			"flag",
-			&protocol.CrdtState{State: &protocol.CrdtState_Flag{Flag: &protocol.FlagState{Value: true}}},
-			&protocol.CrdtState{State: &protocol.CrdtState_Flag{Flag: &protocol.FlagState{Value: true}}},
-		},
-		{
-			"vote takes only self_vote",
-			&protocol.CrdtState{State: &protocol.CrdtState_Vote{Vote: &protocol.VoteState{VotesFor: 5, TotalVoters: 5, SelfVote: true}}},
-			&protocol.CrdtState{State: &protocol.CrdtState_Vote{Vote: &protocol.VoteState{VotesFor: 1, TotalVoters: 1, SelfVote: true}}},
-		},
-		{
-			"vote against",
-			&protocol.CrdtState{State: &protocol.CrdtState_Vote{Vote: &protocol.VoteState{}}},
-			&protocol.CrdtState{State: &protocol.CrdtState_Vote{Vote: &protocol.VoteState{TotalVoters: 1}}},
-		},
-		{
-			"ormap",
-			&protocol.CrdtState{State: &protocol.CrdtState_Ormap{Ormap: &protocol.ORMapState{Entries: []*protocol.ORMapEntry{
-				{Key: y, Value: orsetState(x)},
-				{Key: x, Value: gcounterState(1)},
-				{Key: y, Value: gcounterState(2)},
-			}}}},
-			&protocol.CrdtState{State: &protocol.CrdtState_Ormap{Ormap: &protocol.ORMapState{Entries: []*protocol.ORMapEntry{
-				{Key: x, Value: gcounterState(1)},
-				{Key: y, Value: gcounterState(2)},
-			}}}},
+			name: "ormap, a later duplicate key wins",
+			state: ormapState(
+				entry(y, orsetState(x)),
+				entry(x, gcounterState(1)),
+				entry(y, gcounterState(2)),
+			),
+			want: ormapState(entry(x, gcounterState(1)), entry(y, gcounterState(2))),
 		},
 	}
 	for _, tt := range tests {
@@ -454,10 +340,12 @@ func TestApplyCreate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tt.name != "vote takes only self_vote" && tt.name != "vote against" {
-				if diff := cmp.Diff(tt.want, model, protocmp.Transform()); diff != "" {
-					t.Errorf("ApplyToState (-want +got):\n%s", diff)
-				}
+			wantModel := tt.wantModel
+			if wantModel == nil {
+				wantModel = tt.want
+			}
+			if diff := cmp.Diff(wantModel, model, protocmp.Transform()); diff != "" {
+				t.Errorf("ApplyToState (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -467,28 +355,31 @@ func TestApplyNoChange(t *testing.T) {
 	t.Parallel()
 	x := str("x")
 	tests := []struct {
-		name   string
-		first  *protocol.CrdtStateAction
-		second *protocol.CrdtStateAction
+		name          string
+		first, second *protocol.CrdtDelta
 	}{
-		{"gcounter by zero", update(gcounterDelta(1)), update(gcounterDelta(0))},
-		{"orset add present", update(orsetDelta(false, nil, []*anypb.Any{x})), update(orsetDelta(false, nil, []*anypb.Any{x}))},
-		{"orset remove absent", update(orsetDelta(false, nil, nil)), update(orsetDelta(false, []*anypb.Any{x}, nil))},
-		{"flag on again", update(flagDelta(true)), update(flagDelta(true))},
-		{"vote unchanged", update(voteDelta(true)), update(voteDelta(true))},
-		{"ormap update of missing key", update(ormapDelta(&protocol.ORMapDelta{})), update(ormapDelta(&protocol.ORMapDelta{
-			Updated: []*protocol.ORMapEntryDelta{{Key: x, Delta: gcounterDelta(1)}},
-		}))},
+		{"gcounter by zero", gcounterDelta(1), gcounterDelta(0)},
+		{"orset add present", orsetDelta(false, nil, anys(x)), orsetDelta(false, nil, anys(x))},
+		{"orset remove absent", orsetDelta(false, nil, nil), orsetDelta(false, anys(x), nil)},
+		{"flag on again", flagDelta(true), flagDelta(true)},
+		{"vote unchanged", voteDelta(true), voteDelta(true)},
+		{
+			"ormap update of missing key",
+			ormapDelta(&protocol.ORMapDelta{}),
+			ormapDelta(&protocol.ORMapDelta{
+				Updated: []*protocol.ORMapEntryDelta{entryDelta(x, gcounterDelta(1))},
+			}),
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			first := mustApply(t, nil, "a", 1, tt.first)
+			first := mustApply(t, nil, "a", 1, update(tt.first))
 			if first.Delta == nil {
 				t.Fatal("first action on no value gave no delta")
 			}
 			before := mustMarshal(t, first.Value)
-			second := mustApply(t, first.Value, "a", 2, tt.second)
+			second := mustApply(t, first.Value, "a", 2, update(tt.second))
 			if second.Delta != nil {
 				t.Errorf("no-op gave delta %v", View(second.Delta, everyone))
 			}
@@ -513,20 +404,12 @@ func TestApplyErrors(t *testing.T) {
 	x := str("x")
 	deep := gcounterState(1)
 	for range MaxDepth + 1 {
-		deep = &protocol.CrdtState{State: &protocol.CrdtState_Ormap{Ormap: &protocol.ORMapState{
-			Entries: []*protocol.ORMapEntry{{Key: x, Value: deep}},
-		}}}
+		deep = ormapState(entry(x, deep))
 	}
 	flagOn := mustApply(t, nil, "a", 1, update(flagDelta(true))).Value
 	counter := mustApply(t, nil, "a", 1, update(gcounterDelta(math.MaxInt64-1))).Value
-	pn := mustApply(t, nil, "a", 1, update(&protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Pncounter{
-		Pncounter: &protocol.PNCounterDelta{Change: math.MinInt64 + 1},
-	}})).Value
-	mapWithFlag := mustApply(t, nil, "a", 1, create(&protocol.CrdtState{State: &protocol.CrdtState_Ormap{
-		Ormap: &protocol.ORMapState{Entries: []*protocol.ORMapEntry{
-			{Key: x, Value: &protocol.CrdtState{State: &protocol.CrdtState_Flag{Flag: &protocol.FlagState{Value: true}}}},
-		}},
-	}})).Value
+	pn := mustApply(t, nil, "a", 1, update(pncounterDelta(math.MinInt64+1))).Value
+	mapWithFlag := mustApply(t, nil, "a", 1, create(ormapState(entry(x, flagState(true))))).Value
 	tests := []struct {
 		name   string
 		cur    CRDT
@@ -543,23 +426,21 @@ func TestApplyErrors(t *testing.T) {
 		{"negative gcounter increment", nil, "a", update(gcounterDelta(1 << 63))},
 		{"negative gcounter state", nil, "a", create(gcounterState(math.MaxUint64))},
 		{"gcounter overflow", counter, "a", update(gcounterDelta(2))},
-		{"pncounter overflow", pn, "a", update(&protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Pncounter{
-			Pncounter: &protocol.PNCounterDelta{Change: -2},
-		}})},
+		{"pncounter overflow", pn, "a", update(pncounterDelta(-2))},
 		{"flag switched off", flagOn, "a", update(flagDelta(false))},
 		{"nested flag switched off", mapWithFlag, "a", update(ormapDelta(&protocol.ORMapDelta{
-			Removed: []*anypb.Any{str("other")},
-			Updated: []*protocol.ORMapEntryDelta{{Key: x, Delta: flagDelta(false)}},
+			Removed: anys(str("other")),
+			Updated: []*protocol.ORMapEntryDelta{entryDelta(x, flagDelta(false))},
 		}))},
-		{"nil orset element", nil, "a", update(orsetDelta(false, nil, []*anypb.Any{nil}))},
+		{"nil orset element", nil, "a", update(orsetDelta(false, nil, anys(nil)))},
 		{"nil ormap key", nil, "a", update(ormapDelta(&protocol.ORMapDelta{
-			Added: []*protocol.ORMapEntry{{Value: gcounterState(1)}},
+			Added: []*protocol.ORMapEntry{entry(nil, gcounterState(1))},
 		}))},
 		{"nil ormap value", nil, "a", update(ormapDelta(&protocol.ORMapDelta{
-			Added: []*protocol.ORMapEntry{{Key: x}},
+			Added: []*protocol.ORMapEntry{entry(x, nil)},
 		}))},
 		{"empty nested delta", nil, "a", update(ormapDelta(&protocol.ORMapDelta{
-			Updated: []*protocol.ORMapEntryDelta{{Key: x}},
+			Updated: []*protocol.ORMapEntryDelta{entryDelta(x, nil)},
 		}))},
 		{"unknown clock", nil, "a", update(lwwDelta(x, 9, 0))},
 		{"too deep", nil, "a", create(deep)},
@@ -595,13 +476,13 @@ func TestMergeErrors(t *testing.T) {
 	if err := counter.Merge((*GCounter)(nil)); err == nil {
 		t.Error("Merge of a nil GCounter succeeded")
 	}
+	if err := counter.Merge(counter); err != nil {
+		t.Errorf("Merge with itself: %v", err)
+	}
 	if _, err := New(0); err == nil {
 		t.Error("New(0) succeeded")
 	}
 	if got := View(nil, everyone); got != nil {
 		t.Errorf("View(nil) = %v, want nil", got)
-	}
-	if !errors.Is(counter.Merge(counter), nil) {
-		t.Error("Merge with itself failed")
 	}
 }

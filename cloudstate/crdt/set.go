@@ -31,7 +31,7 @@ func (s *setStore) put(key string, e *element) {
 	s.elems[key] = e
 }
 
-func (s *setStore) join(sc *causalContext, o store, oc *causalContext) {
+func (s *setStore) join(j *joining, o store) {
 	var oe map[string]*element
 	if t, ok := o.(*setStore); ok && t != nil {
 		oe = t.elems
@@ -42,7 +42,7 @@ func (s *setStore) join(sc *causalContext, o store, oc *causalContext) {
 		if se != nil {
 			mine = se.dots
 		}
-		ds := joinDots(mine, sc, e.dots, oc)
+		ds := j.dots(mine, e.dots)
 		switch {
 		case len(ds) == 0:
 			delete(s.elems, k)
@@ -52,7 +52,7 @@ func (s *setStore) join(sc *causalContext, o store, oc *causalContext) {
 			s.put(k, &element{value: e.value, dots: ds})
 		}
 	}
-	if sc.unseen(oc) {
+	if j.removesNothing() {
 		return
 	}
 	// TODO: a removal merged into a large set visits every element to find
@@ -62,7 +62,7 @@ func (s *setStore) join(sc *causalContext, o store, oc *causalContext) {
 		if _, ok := oe[k]; ok {
 			continue
 		}
-		if ds := joinDots(e.dots, sc, nil, oc); len(ds) == 0 {
+		if ds := j.dots(e.dots, nil); len(ds) == 0 {
 			delete(s.elems, k)
 		} else {
 			e.dots = ds

@@ -79,7 +79,9 @@ func emptyState(kind Kind) *protocol.CrdtState {
 
 // applyToState applies a checked delta to st as a user function does, with
 // a VoteDelta read as the function's own vote.
-func applyToState(st *protocol.CrdtState, d *protocol.CrdtDelta, depth int) (*protocol.CrdtState, error) {
+func applyToState(
+	st *protocol.CrdtState, d *protocol.CrdtDelta, depth int,
+) (*protocol.CrdtState, error) {
 	st, err := canonical(st, depth)
 	if err != nil {
 		return nil, err

@@ -14,11 +14,10 @@ import (
 type store interface {
 	// kind returns the type of the CRDT.
 	kind() Kind
-	// join merges o into the store. sc is the store's context and oc is o's,
-	// both as they were before the merge; the caller merges the contexts
-	// afterwards. o may be nil, an empty store. join keeps nothing o points
-	// to but immutable Any messages.
-	join(sc *causalContext, o store, oc *causalContext)
+	// join merges o into the store, with the contexts j carries. o may be
+	// nil, an empty store. join keeps nothing o points to but immutable Any
+	// messages.
+	join(j *joining, o store)
 	// appendDots appends every dot of the store to ds.
 	appendDots(ds []dot) []dot
 	// empty reports whether the store has no dots.
@@ -89,7 +88,7 @@ func (r *replica) Merge(other CRDT) error {
 	if o == r {
 		return nil
 	}
-	r.st.join(&r.cc, o.st, &o.cc)
+	r.st.join(&joining{sc: &r.cc, oc: &o.cc}, o.st)
 	r.cc.merge(&o.cc)
 	return nil
 }

@@ -25,7 +25,7 @@ func (s *voteStore) set(d dot, c uint64) {
 	s.dots[d] = c
 }
 
-func (s *voteStore) join(sc *causalContext, o store, oc *causalContext) {
+func (s *voteStore) join(j *joining, o store) {
 	var od map[dot]uint64
 	if t, ok := o.(*voteStore); ok && t != nil {
 		od = t.dots
@@ -33,12 +33,12 @@ func (s *voteStore) join(sc *causalContext, o store, oc *causalContext) {
 	for d, c := range s.dots {
 		if x, ok := od[d]; ok {
 			s.dots[d] = max(c, x)
-		} else if oc.contains(d) {
+		} else if j.oc.contains(d) {
 			delete(s.dots, d)
 		}
 	}
 	for d, c := range od {
-		if _, ok := s.dots[d]; !ok && !sc.contains(d) {
+		if _, ok := s.dots[d]; !ok && !j.sc.contains(d) {
 			s.set(d, c)
 		}
 	}

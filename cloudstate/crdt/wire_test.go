@@ -213,27 +213,8 @@ func TestDiffRoundTrip(t *testing.T) {
 
 func TestDiffForms(t *testing.T) {
 	t.Parallel()
-	a, b, c, d, k1, k2, k3 := str("a"), str("b"), str("c"), str("d"), str("k1"), str("k2"), str("k3")
-	anys := func(v ...*anypb.Any) []*anypb.Any { return v }
-	flag := func(v bool) *protocol.CrdtState {
-		return &protocol.CrdtState{State: &protocol.CrdtState_Flag{Flag: &protocol.FlagState{Value: v}}}
-	}
-	ormap := func(e ...*protocol.ORMapEntry) *protocol.CrdtState {
-		return &protocol.CrdtState{State: &protocol.CrdtState_Ormap{Ormap: &protocol.ORMapState{Entries: e}}}
-	}
-	gset := func(v ...*anypb.Any) *protocol.CrdtState {
-		return &protocol.CrdtState{State: &protocol.CrdtState_Gset{Gset: &protocol.GSetState{Items: v}}}
-	}
-	lww := func(v *anypb.Any, clock protocol.CrdtClock) *protocol.CrdtState {
-		return &protocol.CrdtState{State: &protocol.CrdtState_Lwwregister{
-			Lwwregister: &protocol.LWWRegisterState{Value: v, Clock: clock},
-		}}
-	}
-	vote := func(f, n uint32, self bool) *protocol.CrdtState {
-		return &protocol.CrdtState{State: &protocol.CrdtState_Vote{Vote: &protocol.VoteState{
-			VotesFor: f, TotalVoters: n, SelfVote: self,
-		}}}
-	}
+	a, b, c, d := str("a"), str("b"), str("c"), str("d")
+	k1, k2, k3 := str("k1"), str("k2"), str("k3")
 	tests := []struct {
 		name     string
 		old, new *protocol.CrdtState
@@ -243,67 +224,66 @@ func TestDiffForms(t *testing.T) {
 		{name: "both nil"},
 		{name: "created", new: gcounterState(1), wantErr: ErrIncompatible},
 		{name: "deleted", old: gcounterState(1), wantErr: ErrIncompatible},
-		{name: "kind changed", old: gcounterState(1), new: flag(true), wantErr: ErrIncompatible},
+		{name: "kind changed", old: gcounterState(1), new: flagState(true), wantErr: ErrIncompatible},
 		{name: "gcounter up", old: gcounterState(1), new: gcounterState(4), want: gcounterDelta(3)},
 		{name: "gcounter down", old: gcounterState(4), new: gcounterState(1), wantErr: ErrIncompatible},
 		{name: "gcounter same", old: gcounterState(4), new: gcounterState(4)},
-		{name: "gset lost", old: gset(a, b), new: gset(b), wantErr: ErrIncompatible},
+		{name: "pncounter down", old: pncounterState(4), new: pncounterState(-1), want: pncounterDelta(-5)},
+		{name: "gset lost", old: gsetState(a, b), new: gsetState(b), wantErr: ErrIncompatible},
+		{name: "gset grew", old: gsetState(b), new: gsetState(c, a, b), want: gsetDelta(a, c)},
+		{name: "gset reordered", old: gsetState(a, b), new: gsetState(b, a)},
+		{name: "flag on", old: flagState(false), new: flagState(true), want: flagDelta(true)},
+		{name: "flag off", old: flagState(true), new: flagState(false), wantErr: ErrIncompatible},
 		{
-			name: "gset grew", old: gset(b), new: gset(c, a, b),
-			want: &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Gset{Gset: &protocol.GSetDelta{Added: anys(a, c)}}},
+			name: "orset emptied", old: orsetState(a, b, c), new: orsetState(),
+			want: orsetDelta(true, nil, nil),
 		},
-		{name: "gset reordered", old: gset(a, b), new: gset(b, a)},
-		{name: "flag on", old: flag(false), new: flag(true), want: flagDelta(true)},
-		{name: "flag off", old: flag(true), new: flag(false), wantErr: ErrIncompatible},
-		{name: "orset emptied", old: orsetState(a, b, c), new: orsetState(), want: orsetDelta(true, nil, nil)},
-		{name: "orset small change", old: orsetState(a, b, c), new: orsetState(a, b, d), want: orsetDelta(false, anys(c), anys(d))},
-		{name: "orset replaced", old: orsetState(a, b), new: orsetState(c), want: orsetDelta(true, nil, anys(c))},
-		{name: "lww new value", old: lww(a, 0), new: lww(b, 0), want: lwwDelta(b, 0, 0)},
-		{name: "lww clock only", old: lww(a, 2), new: lww(a, 0)},
-		{name: "lww missing equals empty", old: lww(nil, 0), new: lww(&anypb.Any{}, 0)},
 		{
-			name: "vote total changed", old: vote(1, 2, true), new: vote(1, 3, true),
+			name: "orset small change", old: orsetState(a, b, c), new: orsetState(a, b, d),
+			want: orsetDelta(false, anys(c), anys(d)),
+		},
+		{
+			name: "orset replaced", old: orsetState(a, b), new: orsetState(c),
+			want: orsetDelta(true, nil, anys(c)),
+		},
+		{name: "lww new value", old: lwwState(a, 0, 0), new: lwwState(b, 0, 0), want: lwwDelta(b, 0, 0)},
+		{name: "lww clock only", old: lwwState(a, 2, 7), new: lwwState(a, 0, 0)},
+		{name: "lww missing equals empty", old: lwwState(nil, 0, 0), new: lwwState(&anypb.Any{}, 0, 0)},
+		{
+			name: "vote total changed", old: voteState(1, 2, true), new: voteState(1, 3, true),
 			want: &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Vote{Vote: &protocol.VoteDelta{
 				SelfVote: true, VotesFor: 1, TotalVoters: 3,
 			}}},
 		},
-		{name: "vote same", old: vote(1, 2, true), new: vote(1, 2, true)},
-		{name: "ormap emptied", old: ormap(&protocol.ORMapEntry{Key: k1, Value: flag(true)}), new: ormap(), want: ormapDelta(&protocol.ORMapDelta{Cleared: true})},
+		{name: "vote same", old: voteState(1, 2, true), new: voteState(1, 2, true)},
+		{
+			name: "ormap emptied", old: ormapState(entry(k1, flagState(true))), new: ormapState(),
+			want: ormapDelta(&protocol.ORMapDelta{Cleared: true}),
+		},
 		{
 			name: "ormap changes",
-			old: ormap(
-				&protocol.ORMapEntry{Key: k1, Value: gcounterState(1)},
-				&protocol.ORMapEntry{Key: k2, Value: flag(true)},
-			),
-			new: ormap(
-				&protocol.ORMapEntry{Key: k3, Value: orsetState(a)},
-				&protocol.ORMapEntry{Key: k1, Value: gcounterState(3)},
-			),
+			old:  ormapState(entry(k1, gcounterState(1)), entry(k2, flagState(true))),
+			new:  ormapState(entry(k3, orsetState(a)), entry(k1, gcounterState(3))),
 			want: ormapDelta(&protocol.ORMapDelta{
 				Removed: anys(k2),
-				Updated: []*protocol.ORMapEntryDelta{{Key: k1, Delta: gcounterDelta(2)}},
-				Added:   []*protocol.ORMapEntry{{Key: k3, Value: orsetState(a)}},
+				Updated: []*protocol.ORMapEntryDelta{entryDelta(k1, gcounterDelta(2))},
+				Added:   []*protocol.ORMapEntry{entry(k3, orsetState(a))},
 			}),
 		},
 		{
 			name: "ormap value changed incompatibly",
-			old: ormap(
-				&protocol.ORMapEntry{Key: k1, Value: gcounterState(5)},
-				&protocol.ORMapEntry{Key: k2, Value: flag(true)},
-			),
-			new: ormap(
-				&protocol.ORMapEntry{Key: k1, Value: gcounterState(1)},
-				&protocol.ORMapEntry{Key: k2, Value: gcounterState(0)},
-			),
+			old:  ormapState(entry(k1, gcounterState(5)), entry(k2, flagState(true))),
+			new:  ormapState(entry(k1, gcounterState(1)), entry(k2, gcounterState(0))),
 			want: ormapDelta(&protocol.ORMapDelta{
 				Removed: anys(k1, k2),
-				Added: []*protocol.ORMapEntry{
-					{Key: k1, Value: gcounterState(1)},
-					{Key: k2, Value: gcounterState(0)},
-				},
+				Added:   []*protocol.ORMapEntry{entry(k1, gcounterState(1)), entry(k2, gcounterState(0))},
 			}),
 		},
-		{name: "ormap same", old: ormap(&protocol.ORMapEntry{Key: k1, Value: orsetState(a, b)}), new: ormap(&protocol.ORMapEntry{Key: k1, Value: orsetState(b, a)})},
+		{
+			name: "ormap same",
+			old:  ormapState(entry(k1, orsetState(a, b))),
+			new:  ormapState(entry(k1, orsetState(b, a))),
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -317,7 +297,8 @@ func TestDiffForms(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Diff(&protocol.CrdtState{}, gcounterState(1)); err == nil || errors.Is(err, ErrIncompatible) {
+	_, err := Diff(&protocol.CrdtState{}, gcounterState(1))
+	if err == nil || errors.Is(err, ErrIncompatible) {
 		t.Errorf("Diff of a state without value = %v, want a plain error", err)
 	}
 }
@@ -325,16 +306,6 @@ func TestDiffForms(t *testing.T) {
 func TestApplyToState(t *testing.T) {
 	t.Parallel()
 	a, b, c, k1, k2, k3 := str("a"), str("b"), str("c"), str("k1"), str("k2"), str("k3")
-	anys := func(v ...*anypb.Any) []*anypb.Any { return v }
-	vote := func(f, n uint32, self bool) *protocol.CrdtState {
-		return &protocol.CrdtState{State: &protocol.CrdtState_Vote{Vote: &protocol.VoteState{
-			VotesFor: f, TotalVoters: n, SelfVote: self,
-		}}}
-	}
-	flagOn := &protocol.CrdtState{State: &protocol.CrdtState_Flag{Flag: &protocol.FlagState{Value: true}}}
-	ormap := func(e ...*protocol.ORMapEntry) *protocol.CrdtState {
-		return &protocol.CrdtState{State: &protocol.CrdtState_Ormap{Ormap: &protocol.ORMapState{Entries: e}}}
-	}
 	tests := []struct {
 		name    string
 		st      *protocol.CrdtState
@@ -343,15 +314,21 @@ func TestApplyToState(t *testing.T) {
 		wantErr bool
 	}{
 		{
-			name: "vote for", st: vote(2, 3, false),
+			name: "vote for", st: voteState(2, 3, false),
 			action: update(&protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Vote{Vote: &protocol.VoteDelta{
 				SelfVote: true, VotesFor: 9, TotalVoters: 9,
 			}}}),
-			want: vote(3, 3, true),
+			want: voteState(3, 3, true),
 		},
-		{name: "vote against", st: vote(2, 3, true), action: update(voteDelta(false)), want: vote(1, 3, false)},
-		{name: "vote unchanged", st: vote(2, 3, true), action: update(voteDelta(true)), want: vote(2, 3, true)},
-		{name: "vote on nothing", action: update(voteDelta(true)), want: vote(1, 0, true)},
+		{
+			name: "vote against", st: voteState(2, 3, true),
+			action: update(voteDelta(false)), want: voteState(1, 3, false),
+		},
+		{
+			name: "vote unchanged", st: voteState(2, 3, true),
+			action: update(voteDelta(true)), want: voteState(2, 3, true),
+		},
+		{name: "vote on nothing", action: update(voteDelta(true)), want: voteState(1, 0, true)},
 		{
 			name: "orset order", st: orsetState(a, b),
 			action: update(orsetDelta(true, anys(c, b), anys(b, c))),
@@ -359,46 +336,48 @@ func TestApplyToState(t *testing.T) {
 		},
 		{
 			name: "ormap order",
-			st: ormap(
-				&protocol.ORMapEntry{Key: k1, Value: gcounterState(1)},
-				&protocol.ORMapEntry{Key: k2, Value: orsetState(a)},
-			),
+			st:   ormapState(entry(k1, gcounterState(1)), entry(k2, orsetState(a))),
 			action: update(ormapDelta(&protocol.ORMapDelta{
 				Removed: anys(k1),
 				Updated: []*protocol.ORMapEntryDelta{
-					{Key: k1, Delta: gcounterDelta(1)},
-					{Key: k2, Delta: orsetDelta(false, nil, anys(b))},
-					{Key: k3, Delta: gcounterDelta(1)},
+					entryDelta(k1, gcounterDelta(1)),
+					entryDelta(k2, orsetDelta(false, nil, anys(b))),
+					entryDelta(k3, gcounterDelta(1)),
 				},
-				Added: []*protocol.ORMapEntry{{Key: k3, Value: flagOn}},
+				Added: []*protocol.ORMapEntry{entry(k3, flagState(true))},
 			})),
-			want: ormap(
-				&protocol.ORMapEntry{Key: k2, Value: orsetState(a, b)},
-				&protocol.ORMapEntry{Key: k3, Value: flagOn},
-			),
+			want: ormapState(entry(k2, orsetState(a, b)), entry(k3, flagState(true))),
 		},
 		{
-			name:   "ormap update of another kind is ignored",
-			st:     ormap(&protocol.ORMapEntry{Key: k1, Value: gcounterState(1)}),
-			action: update(ormapDelta(&protocol.ORMapDelta{Updated: []*protocol.ORMapEntryDelta{{Key: k1, Delta: flagDelta(true)}}})),
-			want:   ormap(&protocol.ORMapEntry{Key: k1, Value: gcounterState(1)}),
+			name: "ormap update of another kind is ignored",
+			st:   ormapState(entry(k1, gcounterState(1))),
+			action: update(ormapDelta(&protocol.ORMapDelta{
+				Updated: []*protocol.ORMapEntryDelta{entryDelta(k1, flagDelta(true))},
+			})),
+			want: ormapState(entry(k1, gcounterState(1))),
 		},
-		{name: "create replaces", st: gcounterState(5), action: create(orsetState(b, a, b)), want: orsetState(a, b)},
 		{
-			name: "create drops register clock",
-			action: create(&protocol.CrdtState{State: &protocol.CrdtState_Lwwregister{Lwwregister: &protocol.LWWRegisterState{
-				Value: a, Clock: protocol.CrdtClock_CUSTOM, CustomClockValue: 3,
-			}}}),
-			want: &protocol.CrdtState{State: &protocol.CrdtState_Lwwregister{Lwwregister: &protocol.LWWRegisterState{Value: a}}},
+			name: "create replaces", st: gcounterState(5),
+			action: create(orsetState(b, a, b)), want: orsetState(a, b),
 		},
-		{name: "create vote keeps the function's totals", action: create(vote(4, 5, true)), want: vote(4, 5, true)},
+		{
+			name:   "create drops the register clock",
+			action: create(lwwState(a, protocol.CrdtClock_CUSTOM, 3)),
+			want:   lwwState(a, 0, 0),
+		},
+		{
+			name:   "create keeps the function's vote totals",
+			action: create(voteState(4, 5, true)), want: voteState(4, 5, true),
+		},
 		{
 			name: "delete", st: gcounterState(5),
-			action: &protocol.CrdtStateAction{Action: &protocol.CrdtStateAction_Delete{Delete: &protocol.CrdtDelete{}}},
+			action: &protocol.CrdtStateAction{Action: &protocol.CrdtStateAction_Delete{
+				Delete: &protocol.CrdtDelete{},
+			}},
 		},
 		{name: "update on nothing", action: update(gcounterDelta(3)), want: gcounterState(3)},
 		{name: "kind mismatch", st: gcounterState(5), action: update(flagDelta(true)), wantErr: true},
-		{name: "flag off", st: flagOn, action: update(flagDelta(false)), wantErr: true},
+		{name: "flag off", st: flagState(true), action: update(flagDelta(false)), wantErr: true},
 		{name: "empty delta", st: gcounterState(5), action: update(&protocol.CrdtDelta{}), wantErr: true},
 		{name: "no action", st: gcounterState(5), action: &protocol.CrdtStateAction{}, wantErr: true},
 	}
