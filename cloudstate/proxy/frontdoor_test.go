@@ -21,6 +21,7 @@ import (
 	"github.com/cloudchat/cloudchat/gen/friendspb"
 	"github.com/cloudchat/cloudchat/gen/friendspb/friendspbconnect"
 	"github.com/cloudchat/cloudchat/gen/presencepb"
+	"github.com/cloudchat/cloudchat/gen/presencepb/presencepbconnect"
 )
 
 // echoFriends answers GetFriends with the entity id and command name, and
@@ -108,7 +109,12 @@ func TestServerStreamOverEveryProtocol(t *testing.T) {
 		"connect":  {connect.WithProtoJSON()},
 	} {
 		t.Run(name, func(t *testing.T) {
-			stream, err := h.presence(opts...).Monitor(context.Background(),
+			httpClient := h.h1
+			if name == "grpc" {
+				httpClient = h.h2c
+			}
+			client := presencepbconnect.NewPresenceClient(httpClient, h.base, opts...)
+			stream, err := client.Monitor(context.Background(),
 				connect.NewRequest(&presencepb.User{Name: "bob"}))
 			if err != nil {
 				t.Fatal(err)
