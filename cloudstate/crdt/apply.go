@@ -40,9 +40,9 @@ func Apply(cur CRDT, node NodeID, now int64, action *protocol.CrdtStateAction) (
 		if err := checkState(a.Create, 0); err != nil {
 			return Applied{}, fmt.Errorf("apply create: %w", err)
 		}
-		out, err := apply(cur, node, now, stateKind(a.Create), stateKeys(a.Create),
-			func(m *mutation, s, δ store) (bool, error) {
-				return s.applyState(m, δ, a.Create, 0)
+		out, err := apply(cur, node, now, StateKind(a.Create), stateKeys(a.Create),
+			func(m *mutation, s, delta store) (bool, error) {
+				return s.applyState(m, delta, a.Create, 0)
 			})
 		if err != nil {
 			return Applied{}, fmt.Errorf("apply create: %w", err)
@@ -52,9 +52,9 @@ func Apply(cur CRDT, node NodeID, now int64, action *protocol.CrdtStateAction) (
 		if err := checkDelta(a.Update, 0); err != nil {
 			return Applied{}, fmt.Errorf("apply update: %w", err)
 		}
-		out, err := apply(cur, node, now, deltaKind(a.Update), deltaKeys(a.Update),
-			func(m *mutation, s, δ store) (bool, error) {
-				return s.applyDelta(m, δ, a.Update, 0)
+		out, err := apply(cur, node, now, DeltaKind(a.Update), deltaKeys(a.Update),
+			func(m *mutation, s, delta store) (bool, error) {
+				return s.applyDelta(m, delta, a.Update, 0)
 			})
 		if err != nil {
 			return Applied{}, fmt.Errorf("apply update: %w", err)
@@ -69,7 +69,7 @@ func Apply(cur CRDT, node NodeID, now int64, action *protocol.CrdtStateAction) (
 // kind is ORMap.
 func apply(
 	cur CRDT, node NodeID, now int64, kind Kind, keys []*anypb.Any,
-	op func(m *mutation, s, δ store) (bool, error),
+	op func(m *mutation, s, delta store) (bool, error),
 ) (Applied, error) {
 	if node == "" {
 		return Applied{}, errors.New("empty node ID")
@@ -97,9 +97,9 @@ func apply(
 			}
 		}
 	}
-	δ := &replica{st: newStore(kind)}
-	m := &mutation{node: node, now: now, cc: &r.cc, dcc: &δ.cc}
-	changed, err := op(m, r.st, δ.st)
+	delta := &replica{st: newStore(kind)}
+	m := &mutation{node: node, now: now, cc: &r.cc, dcc: &delta.cc}
+	changed, err := op(m, r.st, delta.st)
 	if err != nil {
 		return Applied{}, err
 	}
@@ -108,7 +108,7 @@ func apply(
 		out.Value = wrap(r)
 	}
 	if changed || cur == nil {
-		out.Delta = wrap(δ)
+		out.Delta = wrap(delta)
 	}
 	return out, nil
 }

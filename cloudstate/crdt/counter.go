@@ -115,7 +115,7 @@ func (s *counterStore) value() int64 {
 
 // add adds p to the increments and n to the decrements of the mutation's
 // node. It changes nothing when it returns an error.
-func (s *counterStore) add(m *mutation, δ *counterStore, p, n uint64) (bool, error) {
+func (s *counterStore) add(m *mutation, delta *counterStore, p, n uint64) (bool, error) {
 	if p == 0 && n == 0 {
 		return false, nil
 	}
@@ -138,22 +138,22 @@ func (s *counterStore) add(m *mutation, δ *counterStore, p, n uint64) (bool, er
 	}
 	for _, d := range ds {
 		delete(s.dots, d)
-		delete(δ.dots, d)
+		delete(delta.dots, d)
 	}
 	m.cover(ds)
 	d := m.mint()
 	v := counterVal{p: cur.p + p, n: cur.n + n}
 	s.set(d, v)
-	δ.set(d, v)
+	delta.set(d, v)
 	return true, nil
 }
 
 // change adds a signed change to a PNCounter.
-func (s *counterStore) change(m *mutation, δ *counterStore, c int64) (bool, error) {
+func (s *counterStore) change(m *mutation, delta *counterStore, c int64) (bool, error) {
 	if c >= 0 {
-		return s.add(m, δ, uint64(c), 0)
+		return s.add(m, delta, uint64(c), 0)
 	}
-	return s.add(m, δ, 0, uint64(-(c+1))+1)
+	return s.add(m, delta, 0, uint64(-(c+1))+1)
 }
 
 func (s *counterStore) view(Membership) *protocol.CrdtState {
@@ -169,9 +169,9 @@ func (s *counterStore) view(Membership) *protocol.CrdtState {
 }
 
 func (s *counterStore) applyState(
-	m *mutation, δ store, st *protocol.CrdtState, _ int,
+	m *mutation, delta store, st *protocol.CrdtState, _ int,
 ) (bool, error) {
-	dc, ok := δ.(*counterStore)
+	dc, ok := delta.(*counterStore)
 	if !ok {
 		return false, errKindMismatch
 	}
@@ -195,9 +195,9 @@ func (s *counterStore) applyState(
 }
 
 func (s *counterStore) applyDelta(
-	m *mutation, δ store, d *protocol.CrdtDelta, _ int,
+	m *mutation, delta store, d *protocol.CrdtDelta, _ int,
 ) (bool, error) {
-	dc, ok := δ.(*counterStore)
+	dc, ok := delta.(*counterStore)
 	if !ok {
 		return false, errKindMismatch
 	}

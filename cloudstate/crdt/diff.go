@@ -41,7 +41,7 @@ func diff(old, new *protocol.CrdtState, depth int) (*protocol.CrdtDelta, error) 
 	case new == nil:
 		return nil, fmt.Errorf("diff: value deleted: %w", ErrIncompatible)
 	}
-	ok, nk := stateKind(old), stateKind(new)
+	ok, nk := StateKind(old), StateKind(new)
 	if ok == 0 || nk == 0 {
 		return nil, fmt.Errorf("diff: %w", errNoState)
 	}

@@ -34,13 +34,13 @@ func (s *flagStore) empty() bool { return len(s.dots) == 0 }
 func (s *flagStore) clone() store { return &flagStore{dots: slices.Clone(s.dots)} }
 
 // enable switches the flag on.
-func (s *flagStore) enable(m *mutation, δ *flagStore) bool {
+func (s *flagStore) enable(m *mutation, delta *flagStore) bool {
 	if len(s.dots) > 0 {
 		return false
 	}
 	d := m.mint()
 	s.dots = []dot{d}
-	δ.dots = []dot{d}
+	delta.dots = []dot{d}
 	return true
 }
 
@@ -51,11 +51,11 @@ func (s *flagStore) view(Membership) *protocol.CrdtState {
 }
 
 func (s *flagStore) applyState(
-	m *mutation, δ store, st *protocol.CrdtState, _ int,
+	m *mutation, delta store, st *protocol.CrdtState, _ int,
 ) (bool, error) {
-	df, ok := δ.(*flagStore)
+	df, ok := delta.(*flagStore)
 	x := st.GetFlag()
-	if !ok || stateKind(st) != KindFlag {
+	if !ok || StateKind(st) != KindFlag {
 		return false, errKindMismatch
 	}
 	if !x.GetValue() {
@@ -65,11 +65,11 @@ func (s *flagStore) applyState(
 }
 
 func (s *flagStore) applyDelta(
-	m *mutation, δ store, d *protocol.CrdtDelta, _ int,
+	m *mutation, delta store, d *protocol.CrdtDelta, _ int,
 ) (bool, error) {
-	df, ok := δ.(*flagStore)
+	df, ok := delta.(*flagStore)
 	x := d.GetFlag()
-	if !ok || deltaKind(d) != KindFlag {
+	if !ok || DeltaKind(d) != KindFlag {
 		return false, errKindMismatch
 	}
 	if x.GetValue() {

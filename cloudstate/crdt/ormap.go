@@ -185,24 +185,24 @@ func (s *mapStore) only(keys []*anypb.Any) *mapStore {
 }
 
 // remove removes key k and everything this replica has seen under it.
-func (s *mapStore) remove(m *mutation, δ *mapStore, k string) bool {
+func (s *mapStore) remove(m *mutation, delta *mapStore, k string) bool {
 	e, ok := s.entries[k]
 	if !ok {
 		return false
 	}
 	m.cover(e.appendDots(nil))
 	delete(s.entries, k)
-	delete(δ.entries, k)
+	delete(delta.entries, k)
 	return true
 }
 
 // put sets key to a new value built from st, replacing what the key held.
 func (s *mapStore) put(
-	m *mutation, δ *mapStore, key *anypb.Any, st *protocol.CrdtState, depth int,
+	m *mutation, delta *mapStore, key *anypb.Any, st *protocol.CrdtState, depth int,
 ) error {
 	k := anyKey(key)
-	s.remove(m, δ, k)
-	kind := stateKind(st)
+	s.remove(m, delta, k)
+	kind := StateKind(st)
 	d := m.mint()
 	v := &mapValue{live: []dot{d}, st: newStore(kind)}
 	dv := &mapValue{live: []dot{d}, st: newStore(kind)}
@@ -211,7 +211,7 @@ func (s *mapStore) put(
 	}
 	key = cloneAny(key)
 	s.entry(k, key).setValue(kind, v)
-	δ.entry(k, key).setValue(kind, dv)
+	delta.entry(k, key).setValue(kind, dv)
 	return nil
 }
 
@@ -219,7 +219,7 @@ func (s *mapStore) put(
 // the delta when the key is gone or shows a value of another kind: the
 // function did not know of the change yet.
 func (s *mapStore) update(
-	m *mutation, δ *mapStore, key *anypb.Any, d *protocol.CrdtDelta, depth int,
+	m *mutation, delta *mapStore, key *anypb.Any, d *protocol.CrdtDelta, depth int,
 ) (bool, error) {
 	k := anyKey(key)
 	e, ok := s.entries[k]
@@ -227,11 +227,11 @@ func (s *mapStore) update(
 		return false, nil
 	}
 	kind := e.visible()
-	if kind != deltaKind(d) {
+	if kind != DeltaKind(d) {
 		return false, nil
 	}
 	v := e.vals[kind]
-	de := δ.entry(k, e.key)
+	de := delta.entry(k, e.key)
 	dv := de.vals[kind]
 	if dv == nil {
 		dv = &mapValue{st: newStore(kind)}
@@ -246,7 +246,7 @@ func (s *mapStore) update(
 	e.setValue(kind, v)
 	s.dropIfEmpty(k)
 	de.setValue(kind, dv)
-	δ.dropIfEmpty(k)
+	delta.dropIfEmpty(k)
 	return changed, err
 }
 
@@ -268,11 +268,11 @@ func (s *mapStore) view(mb Membership) *protocol.CrdtState {
 }
 
 func (s *mapStore) applyState(
-	m *mutation, δ store, st *protocol.CrdtState, depth int,
+	m *mutation, delta store, st *protocol.CrdtState, depth int,
 ) (bool, error) {
-	dm, ok := δ.(*mapStore)
+	dm, ok := delta.(*mapStore)
 	x := st.GetOrmap()
-	if !ok || stateKind(st) != KindORMap {
+	if !ok || StateKind(st) != KindORMap {
 		return false, errKindMismatch
 	}
 	for _, e := range x.GetEntries() {
@@ -284,11 +284,11 @@ func (s *mapStore) applyState(
 }
 
 func (s *mapStore) applyDelta(
-	m *mutation, δ store, d *protocol.CrdtDelta, depth int,
+	m *mutation, delta store, d *protocol.CrdtDelta, depth int,
 ) (bool, error) {
-	dm, ok := δ.(*mapStore)
+	dm, ok := delta.(*mapStore)
 	x := d.GetOrmap()
-	if !ok || deltaKind(d) != KindORMap {
+	if !ok || DeltaKind(d) != KindORMap {
 		return false, errKindMismatch
 	}
 	changed := false

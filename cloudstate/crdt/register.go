@@ -141,7 +141,7 @@ func negSat(a int64) int64 {
 // write sets the register to v when the write wins over the current value;
 // a missing v is the empty Any.
 func (s *registerStore) write(
-	m *mutation, δ *registerStore, v *anypb.Any, clock protocol.CrdtClock, custom int64,
+	m *mutation, delta *registerStore, v *anypb.Any, clock protocol.CrdtClock, custom int64,
 ) (bool, error) {
 	cd, cw, ok := s.current()
 	ts, err := timestamp(clock, custom, cw.ts, m.now)
@@ -156,11 +156,11 @@ func (s *registerStore) write(
 	m.cover(old)
 	for _, d := range old {
 		delete(s.writes, d)
-		delete(δ.writes, d)
+		delete(delta.writes, d)
 	}
 	d := m.mint()
 	s.set(d, w)
-	δ.set(d, w)
+	delta.set(d, w)
 	return true, nil
 }
 
@@ -172,22 +172,22 @@ func (s *registerStore) view(Membership) *protocol.CrdtState {
 }
 
 func (s *registerStore) applyState(
-	m *mutation, δ store, st *protocol.CrdtState, _ int,
+	m *mutation, delta store, st *protocol.CrdtState, _ int,
 ) (bool, error) {
-	dr, ok := δ.(*registerStore)
+	dr, ok := delta.(*registerStore)
 	x := st.GetLwwregister()
-	if !ok || stateKind(st) != KindLWWRegister {
+	if !ok || StateKind(st) != KindLWWRegister {
 		return false, errKindMismatch
 	}
 	return s.write(m, dr, x.GetValue(), x.GetClock(), x.GetCustomClockValue())
 }
 
 func (s *registerStore) applyDelta(
-	m *mutation, δ store, d *protocol.CrdtDelta, _ int,
+	m *mutation, delta store, d *protocol.CrdtDelta, _ int,
 ) (bool, error) {
-	dr, ok := δ.(*registerStore)
+	dr, ok := delta.(*registerStore)
 	x := d.GetLwwregister()
-	if !ok || deltaKind(d) != KindLWWRegister {
+	if !ok || DeltaKind(d) != KindLWWRegister {
 		return false, errKindMismatch
 	}
 	return s.write(m, dr, x.GetValue(), x.GetClock(), x.GetCustomClockValue())

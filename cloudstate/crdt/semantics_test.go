@@ -486,3 +486,26 @@ func TestMergeErrors(t *testing.T) {
 		t.Errorf("View(nil) = %v, want nil", got)
 	}
 }
+
+func TestAccessors(t *testing.T) {
+	t.Parallel()
+	x, y := str("x"), str("y")
+	gc := mustApply(t, nil, "a", 1, update(gcounterDelta(4))).Value.(*GCounter)
+	mustMerge(t, gc, mustApply(t, nil, "b", 1, update(gcounterDelta(3))).Delta)
+	pn := mustApply(t, nil, "a", 1, update(pncounterDelta(-4))).Value.(*PNCounter)
+	gs := mustApply(t, nil, "a", 1, update(gsetDelta(x, y, x))).Value.(*GSet)
+	os := mustApply(t, nil, "a", 1, update(orsetDelta(false, nil, anys(x)))).Value.(*ORSet)
+	fl := mustApply(t, nil, "a", 1, update(flagDelta(true))).Value.(*Flag)
+	om := mustApply(t, nil, "a", 1, create(ormapState(entry(x, flagState(false))))).Value.(*ORMap)
+	got := []any{gc.Value(), pn.Value(), gs.Len(), os.Len(), fl.Enabled(), om.Len()}
+	want := []any{uint64(7), int64(-4), 2, 1, true, 1}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("accessors (-want +got):\n%s", diff)
+	}
+	for _, k := range allKinds {
+		c, err := New(k)
+		if err != nil || c.Kind() != k || k.String() == "" {
+			t.Errorf("New(%v) = %v, %v", k, c, err)
+		}
+	}
+}

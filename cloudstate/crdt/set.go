@@ -91,7 +91,7 @@ func (s *setStore) clone() store {
 }
 
 // add adds v unless it is in the set already.
-func (s *setStore) add(m *mutation, δ *setStore, v *anypb.Any) bool {
+func (s *setStore) add(m *mutation, delta *setStore, v *anypb.Any) bool {
 	k := anyKey(v)
 	if _, ok := s.elems[k]; ok {
 		return false
@@ -99,13 +99,13 @@ func (s *setStore) add(m *mutation, δ *setStore, v *anypb.Any) bool {
 	d := m.mint()
 	v = cloneAny(v)
 	s.put(k, &element{value: v, dots: []dot{d}})
-	δ.put(k, &element{value: v, dots: []dot{d}})
+	delta.put(k, &element{value: v, dots: []dot{d}})
 	return true
 }
 
 // remove removes v, which then stays removed on every replica that has seen
 // only the adds this replica has seen.
-func (s *setStore) remove(m *mutation, δ *setStore, v *anypb.Any) bool {
+func (s *setStore) remove(m *mutation, delta *setStore, v *anypb.Any) bool {
 	k := anyKey(v)
 	e, ok := s.elems[k]
 	if !ok {
@@ -113,15 +113,15 @@ func (s *setStore) remove(m *mutation, δ *setStore, v *anypb.Any) bool {
 	}
 	m.cover(e.dots)
 	delete(s.elems, k)
-	delete(δ.elems, k)
+	delete(delta.elems, k)
 	return true
 }
 
 // clear removes every element this replica has seen.
-func (s *setStore) clear(m *mutation, δ *setStore) bool {
+func (s *setStore) clear(m *mutation, delta *setStore) bool {
 	changed := false
 	for _, e := range s.elems {
-		changed = s.remove(m, δ, e.value) || changed
+		changed = s.remove(m, delta, e.value) || changed
 	}
 	return changed
 }
@@ -152,18 +152,18 @@ func (s *setStore) view(Membership) *protocol.CrdtState {
 }
 
 // addAll adds every element of vs.
-func (s *setStore) addAll(m *mutation, δ *setStore, vs []*anypb.Any) bool {
+func (s *setStore) addAll(m *mutation, delta *setStore, vs []*anypb.Any) bool {
 	changed := false
 	for _, v := range vs {
-		changed = s.add(m, δ, v) || changed
+		changed = s.add(m, delta, v) || changed
 	}
 	return changed
 }
 
 func (s *setStore) applyState(
-	m *mutation, δ store, st *protocol.CrdtState, _ int,
+	m *mutation, delta store, st *protocol.CrdtState, _ int,
 ) (bool, error) {
-	ds, ok := δ.(*setStore)
+	ds, ok := delta.(*setStore)
 	if !ok {
 		return false, errKindMismatch
 	}
@@ -181,9 +181,9 @@ func (s *setStore) applyState(
 }
 
 func (s *setStore) applyDelta(
-	m *mutation, δ store, d *protocol.CrdtDelta, _ int,
+	m *mutation, delta store, d *protocol.CrdtDelta, _ int,
 ) (bool, error) {
-	ds, ok := δ.(*setStore)
+	ds, ok := delta.(*setStore)
 	if !ok {
 		return false, errKindMismatch
 	}

@@ -40,7 +40,7 @@ func ApplyToState(st *protocol.CrdtState, action *protocol.CrdtStateAction) (*pr
 			return nil, fmt.Errorf("apply update to state: %w", err)
 		}
 		if st == nil {
-			st = emptyState(deltaKind(a.Update))
+			st = emptyState(DeltaKind(a.Update))
 		}
 		out, err := applyToState(st, a.Update, 0)
 		if err != nil {
@@ -86,7 +86,7 @@ func applyToState(
 	if err != nil {
 		return nil, err
 	}
-	if sk, dk := stateKind(st), deltaKind(d); sk != dk {
+	if sk, dk := StateKind(st), DeltaKind(d); sk != dk {
 		return nil, fmt.Errorf("%v for a %v: %w", dk, sk, errKindMismatch)
 	}
 	switch x := d.GetDelta().(type) {
@@ -153,7 +153,7 @@ func applyMapDelta(m *protocol.ORMapState, d *protocol.ORMapDelta, depth int) er
 	}
 	for _, u := range d.GetUpdated() {
 		e, ok := entries[anyKey(u.GetKey())]
-		if !ok || stateKind(e.Value) != deltaKind(u.GetDelta()) {
+		if !ok || StateKind(e.Value) != DeltaKind(u.GetDelta()) {
 			continue
 		}
 		v, err := applyToState(e.Value, u.GetDelta(), depth+1)
@@ -179,7 +179,7 @@ func canonical(st *protocol.CrdtState, depth int) (*protocol.CrdtState, error) {
 	if depth > MaxDepth {
 		return nil, errDepth
 	}
-	out := emptyState(stateKind(st))
+	out := emptyState(StateKind(st))
 	switch x := st.GetState().(type) {
 	case nil:
 		return nil, errNoState

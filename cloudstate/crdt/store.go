@@ -27,13 +27,13 @@ type store interface {
 	// view returns the full state a user function is told of the value.
 	view(m Membership) *protocol.CrdtState
 	// applyState applies the local operations that build the full state st
-	// on top of the store; δ mirrors the change. It returns whether anything
+	// on top of the store; delta mirrors the change. It returns whether anything
 	// changed.
-	applyState(m *mutation, δ store, st *protocol.CrdtState, depth int) (bool, error)
-	// applyDelta applies a user function's delta; δ mirrors the change. It
+	applyState(m *mutation, delta store, st *protocol.CrdtState, depth int) (bool, error)
+	// applyDelta applies a user function's delta; delta mirrors the change. It
 	// returns whether anything changed. Unless the store is an ORMap, it
 	// changes nothing when it returns an error.
-	applyDelta(m *mutation, δ store, d *protocol.CrdtDelta, depth int) (bool, error)
+	applyDelta(m *mutation, delta store, d *protocol.CrdtDelta, depth int) (bool, error)
 }
 
 // MaxDepth is the deepest nesting of ORMaps that the package accepts: a

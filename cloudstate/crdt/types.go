@@ -77,12 +77,6 @@ func DeltaKind(d *protocol.CrdtDelta) Kind {
 	return 0
 }
 
-// stateKind and deltaKind are the short names used inside the package.
-var (
-	stateKind = StateKind
-	deltaKind = DeltaKind
-)
-
 // GCounter is a grow-only counter. Each node counts its own increments; the
 // value is the sum over the nodes.
 type GCounter struct{ *replica }

@@ -77,7 +77,7 @@ func (s *voteStore) counters() map[NodeID]uint64 {
 }
 
 // vote sets the mutation's node's vote.
-func (s *voteStore) vote(m *mutation, δ *voteStore, forIt bool) (bool, error) {
+func (s *voteStore) vote(m *mutation, delta *voteStore, forIt bool) (bool, error) {
 	var (
 		top dot
 		cur uint64
@@ -100,11 +100,11 @@ func (s *voteStore) vote(m *mutation, δ *voteStore, forIt bool) (bool, error) {
 	m.cover(own)
 	for _, d := range own {
 		delete(s.dots, d)
-		delete(δ.dots, d)
+		delete(delta.dots, d)
 	}
 	d := m.mint()
 	s.set(d, cur+1)
-	δ.set(d, cur+1)
+	delta.set(d, cur+1)
 	return true, nil
 }
 
@@ -133,22 +133,22 @@ func (s *voteStore) view(m Membership) *protocol.CrdtState {
 }
 
 func (s *voteStore) applyState(
-	m *mutation, δ store, st *protocol.CrdtState, _ int,
+	m *mutation, delta store, st *protocol.CrdtState, _ int,
 ) (bool, error) {
-	dv, ok := δ.(*voteStore)
+	dv, ok := delta.(*voteStore)
 	x := st.GetVote()
-	if !ok || stateKind(st) != KindVote {
+	if !ok || StateKind(st) != KindVote {
 		return false, errKindMismatch
 	}
 	return s.vote(m, dv, x.GetSelfVote())
 }
 
 func (s *voteStore) applyDelta(
-	m *mutation, δ store, d *protocol.CrdtDelta, _ int,
+	m *mutation, delta store, d *protocol.CrdtDelta, _ int,
 ) (bool, error) {
-	dv, ok := δ.(*voteStore)
+	dv, ok := delta.(*voteStore)
 	x := d.GetVote()
-	if !ok || deltaKind(d) != KindVote {
+	if !ok || DeltaKind(d) != KindVote {
 		return false, errKindMismatch
 	}
 	return s.vote(m, dv, x.GetSelfVote())
