@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -19,9 +20,12 @@ import (
 	"github.com/cloudchat/cloudchat/gen/cloudstate/protocol"
 )
 
-// maxQueued bounds the messages read from the proxy and not yet handled on
-// one stream. The proxy keeps far fewer in flight; more means a broken peer.
-const maxQueued = 10000
+// Bounds of the messages read from the proxy and not yet handled on one
+// stream. The proxy keeps far fewer in flight; more means a broken peer.
+const (
+	maxQueued      = 10000
+	maxQueuedBytes = 256 << 20
+)
 
 // crdtStream is the bidirectional handle stream as the SDK uses it.
 type crdtStream = connect.BidiStream[protocol.CrdtStreamIn, protocol.CrdtStreamOut]
@@ -42,6 +46,8 @@ type inbox struct {
 	mu sync.Mutex
 	// queue, err and closed are guarded by mu.
 	queue  []*protocol.CrdtStreamIn
+	sizes  []int
+	bytes  int
 	err    error
 	closed bool
 	// ready holds a token while the queue is not empty or the inbox closed.
@@ -57,13 +63,17 @@ func (b *inbox) push(msg *protocol.CrdtStreamIn) bool {
 	if b.closed {
 		return false
 	}
-	if len(b.queue) >= maxQueued {
+	size := proto.Size(msg)
+	if len(b.queue) >= maxQueued || b.bytes+size > maxQueuedBytes {
 		b.closed = true
-		b.err = protocolErrorf("more than %d messages from the proxy wait to be handled", maxQueued)
+		b.err = protocolErrorf("more than %d messages or %d bytes from the proxy wait to be"+
+			" handled", maxQueued, maxQueuedBytes)
 		b.signal()
 		return false
 	}
 	b.queue = append(b.queue, msg)
+	b.sizes = append(b.sizes, size)
+	b.bytes += size
 	b.signal()
 	return true
 }
@@ -95,6 +105,8 @@ func (b *inbox) pop(ctx context.Context) (*protocol.CrdtStreamIn, error) {
 			msg := b.queue[0]
 			b.queue[0] = nil
 			b.queue = b.queue[1:]
+			b.bytes -= b.sizes[0]
+			b.sizes = b.sizes[1:]
 			b.mu.Unlock()
 			return msg, nil
 		}
@@ -211,7 +223,7 @@ func (s *Server) open(ctx context.Context, stream *crdtStream, in *inbox) (*enti
 			return nil, protocolErrorf("unknown service %q", init.GetServiceName())
 		}
 		e.def, e.id = def, init.GetEntityId()
-		e.log = s.log.With("service", init.GetServiceName(), "entity_id", e.id)
+		e.log = s.log.With("service", init.GetServiceName(), "entity_key", e.id)
 		if init.GetState() != nil {
 			v, err := newFromState(init.GetState())
 			if err != nil {
@@ -289,22 +301,30 @@ func (e *entityStream) onWrite() {
 	t.snap = e.value.clone()
 }
 
-// materialize gives an entity without a value its default one.
-func (e *entityStream) materialize() {
+// materialize gives an entity without a value its default one. It fails if
+// the entity's Default panics.
+func (e *entityStream) materialize() error {
 	if e.value != nil || e.deleted || e.def.newDefault == nil {
-		return
+		return nil
 	}
-	v := e.def.newDefault(e.id)
+	var v CRDT
+	if err, _ := e.invoke("Default", func() error {
+		v = e.def.newDefault(e.id)
+		return nil
+	}); err != nil {
+		return err
+	}
 	if v == nil {
-		return
+		return nil
 	}
 	if v.base().onWrite != nil {
 		e.log.Warn("default value is held by a map; ignored")
-		return
+		return nil
 	}
 	v.resetDelta()
 	e.setValue(v)
 	e.unreported = true
+	return nil
 }
 
 // begin starts a run of a handler or callback.
@@ -442,7 +462,9 @@ func (e *entityStream) handleCommand(cmd *protocol.Command) error {
 		return e.sendFailure(id, fmt.Sprintf("command %s: %v", cmd.GetName(), err))
 	}
 
-	e.materialize()
+	if err := e.materialize(); err != nil {
+		return e.sendFailure(id, "internal error in the entity's default value")
+	}
 	t := e.begin()
 	ctx := &CommandContext{t: t, cmd: cmd}
 	var call *streamCall
@@ -618,7 +640,9 @@ func (e *entityStream) handleCancel(sc *protocol.StreamCancelled) error {
 		return out()
 	}
 
-	e.materialize()
+	if err := e.materialize(); err != nil {
+		return out()
+	}
 	t := e.begin()
 	err, _ := e.invoke(c.name+" OnCancel", func() error {
 		return c.onCancel(&CancelContext{t: t, call: c})

@@ -699,3 +699,25 @@ func TestStreamOpeningErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestDefaultPanics(t *testing.T) {
+	t.Parallel()
+	proxy, _ := bench{
+		def: func(id string) function.CRDT {
+			if id == "bad" {
+				panic("no default for bad")
+			}
+			return function.NewFlag()
+		},
+		ops: map[string]op{"nothing": func(*function.CommandContext) error { return nil }},
+	}.start(t)
+	s := proxy.Open(friendspbconnect.FriendsName, "bad", nil)
+	id := add(s, "nothing")
+	if f := s.Failure(); f.GetCommandId() != id || !strings.Contains(f.GetDescription(), "default") {
+		t.Errorf("got %v, want command %d failed in the default value", f, id)
+	}
+	s = proxy.Open(friendspbconnect.FriendsName, "good", nil)
+	if got := describe(t, s); got != "flag false" {
+		t.Errorf("another entity: got %q", got)
+	}
+}
