@@ -3,7 +3,6 @@ package function_test
 import (
 	"context"
 	"fmt"
-	"log"
 	"net"
 	"net/http"
 	"slices"
@@ -59,14 +58,17 @@ func Example() {
 	// Serve it.
 	srv, err := function.New(function.Config{ServiceName: "friends"})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	if err := srv.Register(e); err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	go func() { _ = srv.Serve(ln) }()
 	defer func() { _ = srv.Shutdown(context.Background()) }()
@@ -82,7 +84,8 @@ func Example() {
 	defer func() { _ = stream.CloseRequest() }()
 	payload, err := value.EncodeMessage(&friendspb.Friend{User: "alice", Friend: "bob"})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	for _, in := range []*protocol.CrdtStreamIn{
 		{Message: &protocol.CrdtStreamIn_Init{Init: &protocol.CrdtInit{
@@ -93,17 +96,20 @@ func Example() {
 		}}},
 	} {
 		if err := stream.Send(in); err != nil {
-			log.Fatal(err)
+			fmt.Println(err)
+			return
 		}
 	}
 	out, err := stream.Receive()
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	added := out.GetReply().GetStateAction().GetUpdate().GetOrset().GetAdded()
 	name, err := value.DecodeString(added[0])
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	fmt.Printf("reply to command %d adds %q as % x\n",
 		out.GetReply().GetCommandId(), name, added[0].GetValue())
