@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -633,5 +635,29 @@ func TestDecodeStrict(t *testing.T) {
 				t.Fatalf("decode: got %v, want an error containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestReadmeNamesManifests checks that the README's commands name every
+// manifest and overlay that exists, so that no step points at a moved file.
+func TestReadmeNamesManifests(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatalf("read README.md: %v", err)
+	}
+	files, err := filepath.Glob(filepath.Join("operator", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range kustomizations {
+		if strings.Contains(k.dir, "/overlays/") {
+			files = append(files, k.dir) // the base is applied through them
+		}
+	}
+	for _, f := range files {
+		if !strings.Contains(string(readme), "deploy/"+filepath.ToSlash(f)) {
+			t.Errorf("README.md never names deploy/%s", filepath.ToSlash(f))
+		}
 	}
 }
