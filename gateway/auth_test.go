@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	gatewayv1 "github.com/cloudchat/cloudchat/gen/cloudchat/gateway/v1"
 	"github.com/cloudchat/cloudchat/gen/friendspb"
+	"github.com/cloudchat/cloudchat/gen/friendspb/friendspbconnect"
 	"github.com/cloudchat/cloudchat/gen/presencepb"
 )
 
@@ -216,6 +218,11 @@ func TestReadsNeedNoToken(t *testing.T) {
 	if _, err := e.friendsRelay.GetFriends(ctx,
 		connect.NewRequest(&friendspb.User{User: "alice"})); err != nil {
 		t.Errorf("GetFriends: %v", err)
+	}
+	grpcWeb := friendspbconnect.NewFriendsClient(http.DefaultClient, e.url, connect.WithGRPCWeb())
+	if _, err := grpcWeb.GetFriends(ctx,
+		connect.NewRequest(&friendspb.User{User: "alice"})); err != nil {
+		t.Errorf("GetFriends over gRPC-Web: %v", err)
 	}
 	if _, err := e.sessions.GetUserStatus(ctx, connect.NewRequest(
 		&gatewayv1.GetUserStatusRequest{Names: []string{"alice"}})); err != nil {
