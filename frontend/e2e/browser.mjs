@@ -8,6 +8,9 @@ import { chromium } from "playwright-core";
 
 const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
+/** otherHost is a host name that reaches this machine but is not localhost. */
+export const otherHost = "chat.test";
+
 /** launchBrowser returns a browser context and a close function. */
 export async function launchBrowser() {
   const profile = await mkdtemp(path.join(tmpdir(), "cloudchat-e2e-"));
@@ -23,6 +26,9 @@ export async function launchBrowser() {
       "--disable-sync",
       "--disable-quic",
       "--no-first-run",
+      // A name that is not localhost, for the page's fallback: frames then
+      // load from the page's own host.
+      `--host-resolver-rules=MAP ${otherHost} 127.0.0.1`,
     ],
   });
   return {

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { launchBrowser } from "./browser.mjs";
+import { launchBrowser, otherHost } from "./browser.mjs";
 import { HostPage, waitMs } from "./chat.mjs";
 import { startStack } from "./stack.mjs";
 
@@ -39,6 +39,25 @@ describe("chat in the browser", { timeout: 300_000 }, () => {
     for (const source of sources) {
       assert.match(new URL(source).hostname, /^s\d+\.localhost$/);
     }
+    await host.close();
+  });
+
+  test("served from another host, frames share the page's host", async () => {
+    const url = new URL(stack.url);
+    url.hostname = otherHost;
+    const host = await HostPage.open(browser.context, url.href);
+    await host.addWindows(1);
+    const sources = await host.frameSources();
+    assert.deepEqual(
+      sources.map((s) => new URL(s).host),
+      [url.host, url.host],
+    );
+    const [a, b] = [host.session(1), host.session(2)];
+    const [nina, otto] = [user("nina"), user("otto")];
+    await a.connectAs(nina);
+    await b.connectAs(otto);
+    await b.monitor(nina);
+    await b.waitStatus(nina, "online");
     await host.close();
   });
 
