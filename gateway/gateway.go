@@ -92,7 +92,7 @@ func (c *Config) setDefaults() {
 	def(&c.BackoffMin, 250*time.Millisecond)
 	def(&c.BackoffMax, 10*time.Second)
 	def(&c.CallTimeout, 5*time.Second)
-	def(&c.StatusWait, statusWaitDefault)
+	def(&c.StatusWait, 2*time.Second)
 	if c.MaxSessions == 0 {
 		c.MaxSessions = 10000
 	}

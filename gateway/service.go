@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -238,6 +237,3 @@ func (g *Gateway) endOfStream() error {
 	}
 	return nil
 }
-
-// statusWaitDefault is how long GetUserStatus waits for unknown statuses.
-const statusWaitDefault = 2 * time.Second
