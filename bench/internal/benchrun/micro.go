@@ -246,12 +246,12 @@ func layer(pkg string) string {
 	switch {
 	case strings.HasPrefix(pkg, "github.com/cloudchat/cloudchat/"):
 		return "chat: " + strings.TrimPrefix(pkg, "github.com/cloudchat/cloudchat/")
+	case pkg == "syscall" || pkg == "internal/poll" || pkg == "net" ||
+		pkg == "internal/runtime/syscall" || strings.HasPrefix(pkg, "golang.org/x/sys"):
+		return "system calls and sockets"
 	case pkg == "runtime" || strings.HasPrefix(pkg, "internal/runtime/") ||
 		strings.HasPrefix(pkg, "runtime/"):
 		return "Go runtime (scheduler, GC, allocation)"
-	case pkg == "syscall" || pkg == "internal/poll" || pkg == "net" ||
-		strings.HasPrefix(pkg, "golang.org/x/sys"):
-		return "system calls and sockets"
 	case pkg == "net/http" || strings.HasPrefix(pkg, "golang.org/x/net/http2") ||
 		strings.HasPrefix(pkg, "net/http/") || pkg == "vendor/golang.org/x/net/http2/hpack":
 		return "HTTP/2 and HTTP"

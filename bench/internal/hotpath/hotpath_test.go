@@ -3,23 +3,16 @@ package hotpath
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 
-	"github.com/cloudchat/cloudchat/cloudstate/function"
-	"github.com/cloudchat/cloudchat/cloudstate/proxy"
-	"github.com/cloudchat/cloudchat/gateway"
 	"github.com/cloudchat/cloudchat/gen/friendspb"
 	"github.com/cloudchat/cloudchat/internal/loadgen"
-	"github.com/cloudchat/cloudchat/services/friends"
-	"github.com/cloudchat/cloudchat/services/presence"
+	"github.com/cloudchat/cloudchat/internal/loadgen/chattest"
 )
 
 // callers is the number of goroutines calling at once per GOMAXPROCS, as
@@ -31,124 +24,39 @@ const callers = 16
 // stopping it for each of the several runs of a benchmark function would
 // take longer than the benchmarks.
 var stack struct {
-	once    sync.Once
-	client  *loadgen.Client
-	err     error
-	cleanup []func()
+	once   sync.Once
+	chat   *chattest.Chat
+	client *loadgen.Client
+	err    error
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	for i := len(stack.cleanup) - 1; i >= 0; i-- {
-		stack.cleanup[i]()
+	if stack.client != nil {
+		stack.client.Close()
+	}
+	if stack.chat != nil {
+		stack.chat.Close()
 	}
 	os.Exit(code)
 }
 
-// chat returns a client of the shared chat, starting it on first use.
+// chat returns a client of the shared chat, speaking Connect with JSON as
+// the browser app does, and starts the chat on first use.
 func chat(tb testing.TB) *loadgen.Client {
 	tb.Helper()
-	stack.once.Do(func() { stack.client, stack.err = startChat() })
+	stack.once.Do(func() {
+		if stack.chat, stack.err = chattest.Start(); stack.err != nil {
+			return
+		}
+		stack.client, stack.err = loadgen.New(loadgen.Config{
+			BaseURL: stack.chat.GatewayURL, Transports: 4,
+		})
+	})
 	if stack.err != nil {
 		tb.Fatal(stack.err)
 	}
 	return stack.client
-}
-
-// startService runs a user function and its proxy and returns the proxy's
-// address once it is ready.
-func startService(name string, entity *function.Entity) (string, error) {
-	fn, err := function.New(function.Config{ServiceName: name})
-	if err != nil {
-		return "", err
-	}
-	if err := fn.Register(entity); err != nil {
-		return "", err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	go func() { _ = fn.Serve(ln) }()
-	stack.cleanup = append(stack.cleanup, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = fn.Shutdown(ctx)
-	})
-
-	p, err := proxy.New(proxy.Config{
-		HTTPAddr:     "127.0.0.1:0",
-		MetricsAddr:  "127.0.0.1:0",
-		FunctionAddr: ln.Addr().String(),
-		NodeName:     name + "-1",
-		MaxStreams:   1_000_000,
-		MaxEntities:  1_000_000,
-	})
-	if err != nil {
-		return "", err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { _ = p.Run(ctx) }()
-	stack.cleanup = append(stack.cleanup, func() {
-		cancel()
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		_ = p.Shutdown(sctx)
-	})
-	if err := waitReady("http://" + p.MetricsAddr() + "/readyz"); err != nil {
-		return "", err
-	}
-	return p.HTTPAddr(), nil
-}
-
-// waitReady polls url until it answers 200.
-func waitReady(url string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("%s not ready after 30s", url)
-}
-
-// startChat runs both services and the gateway and returns a client of
-// the gateway speaking Connect with JSON, as the browser app does.
-func startChat() (*loadgen.Client, error) {
-	presenceAddr, err := startService("presence", presence.NewEntity(presence.Config{}))
-	if err != nil {
-		return nil, err
-	}
-	friendsAddr, err := startService("friends", friends.NewEntity(friends.Config{}))
-	if err != nil {
-		return nil, err
-	}
-	g, err := gateway.New(gateway.Config{
-		Addr:        "127.0.0.1:0",
-		Presence:    []string{presenceAddr},
-		Friends:     []string{friendsAddr},
-		MaxSessions: 1_000_000,
-	})
-	if err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { _ = g.Serve(ctx, ln) }()
-	stack.cleanup = append(stack.cleanup, cancel)
-	client, err := loadgen.New(loadgen.Config{BaseURL: "http://" + ln.Addr().String(), Transports: 4})
-	if err != nil {
-		return nil, err
-	}
-	stack.cleanup = append(stack.cleanup, client.Close)
-	return client, nil
 }
 
 // worker hands each parallel benchmark goroutine its own user.
