@@ -59,11 +59,14 @@ type Config struct {
 type Client struct {
 	cfg        Config
 	transports []*http.Transport
-	sessions   []gatewayv1connect.SessionServiceClient
-	friends    []friendspbconnect.FriendsClient
-	presence   []presencepbconnect.PresenceClient
-	dials      atomic.Int64
-	next       atomic.Uint64
+	// sessions make unary calls and streams the stream calls of the
+	// session API.
+	sessions []gatewayv1connect.SessionServiceClient
+	streams  []gatewayv1connect.SessionServiceClient
+	friends  []friendspbconnect.FriendsClient
+	presence []presencepbconnect.PresenceClient
+	dials    atomic.Int64
+	next     atomic.Uint64
 }
 
 // New checks cfg and returns a Client. No connection is made until the
@@ -85,13 +88,20 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Codec == "" {
 		cfg.Codec = CodecJSON
 	}
-	var opts []connect.ClientOption
+	// As a browser, the Connect codecs accept gzip on unary responses (fetch
+	// always sends Accept-Encoding) but not on streams (connect-web never
+	// asks for compressed stream messages). gRPC keeps connect-go's
+	// defaults, as the gateway's own upstream clients do.
+	var opts, streamOpts []connect.ClientOption
 	switch cfg.Codec {
 	case CodecJSON:
 		opts = append(opts, connect.WithProtoJSON())
+		streamOpts = append(opts, connect.WithAcceptCompression("gzip", nil, nil))
 	case CodecProto:
+		streamOpts = append(opts, connect.WithAcceptCompression("gzip", nil, nil))
 	case CodecGRPC:
 		opts = append(opts, connect.WithGRPC())
+		streamOpts = opts
 	default:
 		return nil, fmt.Errorf("codec %q is not json, proto or grpc", cfg.Codec)
 	}
@@ -121,9 +131,11 @@ func New(cfg Config) (*Client, error) {
 		c.transports = append(c.transports, t)
 		c.sessions = append(c.sessions,
 			gatewayv1connect.NewSessionServiceClient(hc, cfg.BaseURL, opts...))
+		c.streams = append(c.streams,
+			gatewayv1connect.NewSessionServiceClient(hc, cfg.BaseURL, streamOpts...))
 		c.friends = append(c.friends, friendspbconnect.NewFriendsClient(hc, cfg.BaseURL, opts...))
 		c.presence = append(c.presence,
-			presencepbconnect.NewPresenceClient(hc, cfg.BaseURL, opts...))
+			presencepbconnect.NewPresenceClient(hc, cfg.BaseURL, streamOpts...))
 	}
 	return c, nil
 }

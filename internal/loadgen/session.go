@@ -19,9 +19,10 @@ type Session struct {
 	// User is the session's user and ID its session_id.
 	User, ID string
 	token    string
-	client   gatewayv1connect.SessionServiceClient
-	cancel   context.CancelFunc
-	done     chan struct{}
+	// client makes the session's unary calls.
+	client gatewayv1connect.SessionServiceClient
+	cancel context.CancelFunc
+	done   chan struct{}
 
 	mu sync.Mutex
 	// statuses, degraded, err and changed are guarded by mu.
@@ -36,7 +37,8 @@ type Session struct {
 // SessionOpened event arrived. The stream stays open until Close is called
 // or parent is done.
 func (c *Client) OpenSession(parent context.Context, token string) (*Session, error) {
-	client := c.sessions[c.pick()]
+	i := c.pick()
+	client := c.streams[i]
 	ctx, cancel := context.WithCancel(parent)
 	req := connect.NewRequest(&gatewayv1.OpenSessionRequest{})
 	Authorize(req.Header(), token)
@@ -70,7 +72,7 @@ func (c *Client) OpenSession(parent context.Context, token string) (*Session, er
 		User:     opened.GetName(),
 		ID:       opened.GetSessionId(),
 		token:    token,
-		client:   client,
+		client:   c.sessions[i],
 		cancel:   cancel,
 		done:     make(chan struct{}),
 		statuses: make(map[string]gatewayv1.UserStatus),

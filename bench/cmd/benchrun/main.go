@@ -47,7 +47,7 @@ func run() error {
 	flag.StringVar(&steps, "steps", "", "comma-separated session counts to step through "+
 		"(1000,5000,10000,25000; quick 200,1000)")
 	flag.DurationVar(&cfg.StepBudget, "step-budget", 0,
-		"time allowed to open one step's sessions (150s; quick 20s)")
+		"time allowed to open one step's sessions (180s; quick 20s)")
 	flag.IntVar(&cfg.Watches, "watches", 0, "users each session watches (5)")
 	flag.IntVar(&cfg.Parallel, "parallel", 0, "sessions opened at once (64)")
 	flag.IntVar(&cfg.Transports, "transports", 0, "HTTP/2 transports of the load generator (16)")

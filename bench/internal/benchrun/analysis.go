@@ -107,6 +107,29 @@ func (rep *Report) sessionsFinding() string {
 		out += fmt.Sprintf("The %s holds the most memory per session (%s). ",
 			heaviest.Name, kib(heaviest.PerSession))
 	}
+	for _, pr := range last.Procs {
+		if pr.HasGo && pr.Name != selfName {
+			out += fmt.Sprintf("The %s runs %.1f goroutines and %s of heap in use per "+
+				"session. ", pr.Name, pr.GoroutinesPerSession, kib(pr.HeapPerSession))
+		}
+	}
+	if opened := last.Ready - prevReady(s.Steps, *last); opened > 0 {
+		var all, gw time.Duration
+		for _, pr := range last.Procs {
+			all += pr.RampCPU
+			if pr.Name == "gateway" {
+				gw = pr.RampCPU
+			}
+		}
+		perSession := all / time.Duration(opened)
+		if perSession > 0 {
+			out += fmt.Sprintf("Opening a session costs %s of CPU across every process "+
+				"(the gateway %s), so %d cores open at most about %.0f sessions/s; the "+
+				"run opened %.0f/s. ", us(perSession), us(gw/time.Duration(opened)),
+				rep.Machine.Cores, float64(rep.Machine.Cores)/perSession.Seconds(),
+				float64(opened)/last.Ramp.Seconds())
+		}
+	}
 	if s.Stopped != "" {
 		out += "Where it stops: " + s.Stopped + "."
 	} else {
@@ -131,7 +154,7 @@ func (rep *Report) profileFinding() string {
 		return ""
 	}
 	var top []string
-	var chat, plumbing float64
+	var chat, plumbing, gzip float64
 	for i, l := range prof.Layers {
 		if i < 4 {
 			top = append(top, fmt.Sprintf("%s %.0f%%", l.Name, l.Pct))
@@ -142,12 +165,21 @@ func (rep *Report) profileFinding() string {
 		case l.Name == "Go runtime (scheduler, GC, allocation)",
 			l.Name == "system calls and sockets", l.Name == "HTTP/2 and HTTP":
 			plumbing += l.Pct
+		case l.Name == "compression (gzip)":
+			gzip = l.Pct
 		}
 	}
 	s := fmt.Sprintf("**Where the time goes.** In the CPU profile of one GetFriends "+
 		"path in one process, the largest layers are %s; the chat's own packages "+
 		"take %.0f%%, the runtime, system calls and HTTP/2 together %.0f%%. ",
 		strings.Join(top, ", "), chat, plumbing)
+	if gzip >= 3 {
+		s += fmt.Sprintf("Compression alone takes %.0f%% although every message is a few "+
+			"dozen bytes: connect-go gzips every message whenever the peer accepts gzip "+
+			"(its minimum size defaults to 0), on each hop, and mostly pays for resetting "+
+			"a compressor. connect.WithCompressMinBytes (say 1 KiB) on the handlers and "+
+			"clients of the gateway, the proxy and the function SDK would remove it. ", gzip)
+	}
 	if plumbing >= 50 {
 		s += "The cost is in moving each call between processes, not in the chat's " +
 			"logic: every GetFriends crosses two HTTP/2 hops and one Crdt.handle " +

@@ -247,7 +247,8 @@ func layer(pkg string) string {
 	case strings.HasPrefix(pkg, "github.com/cloudchat/cloudchat/"):
 		return "chat: " + strings.TrimPrefix(pkg, "github.com/cloudchat/cloudchat/")
 	case pkg == "syscall" || pkg == "internal/poll" || pkg == "net" ||
-		pkg == "internal/runtime/syscall" || strings.HasPrefix(pkg, "golang.org/x/sys"):
+		strings.HasPrefix(pkg, "internal/runtime/syscall") ||
+		strings.HasPrefix(pkg, "golang.org/x/sys"):
 		return "system calls and sockets"
 	case pkg == "runtime" || strings.HasPrefix(pkg, "internal/runtime/") ||
 		strings.HasPrefix(pkg, "runtime/"):
@@ -261,6 +262,8 @@ func layer(pkg string) string {
 		return "protobuf (binary and JSON)"
 	case pkg == "sync" || pkg == "sync/atomic" || pkg == "internal/sync":
 		return "locks (sync)"
+	case strings.HasPrefix(pkg, "compress/") || pkg == "hash/crc32":
+		return "compression (gzip)"
 	case strings.HasPrefix(pkg, "github.com/hashicorp/"):
 		return "memberlist"
 	}

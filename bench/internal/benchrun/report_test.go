@@ -69,8 +69,8 @@ func sampleReport() *Report {
 			Profiles: []Profile{{Pkg: "./bench/internal/hotpath",
 				Bench: "BenchmarkGetFriendsThroughGateway",
 				Layers: []Share{{"system calls and sockets", 35},
-					{"Go runtime (scheduler, GC, allocation)", 25}, {"HTTP/2 and HTTP", 10},
-					{"chat: gateway", 3}},
+					{"Go runtime (scheduler, GC, allocation)", 25}, {"compression (gzip)", 12},
+					{"HTTP/2 and HTTP", 10}, {"chat: gateway", 3}},
 				Top: []ProfileFunc{{Name: "internal/runtime/syscall.Syscall6", FlatPct: 30}}}},
 		},
 	}
@@ -108,6 +108,7 @@ func TestRenderFullReport(t *testing.T) {
 			"loadgen 200 µs, friends 150 µs)",
 		"The gateway spends the most",
 		"the chat's own packages take 3%, the runtime, system calls and HTTP/2 together 70%",
+		"Compression alone takes 12% although every message",
 		"| cloudstate/crdt | BenchmarkMerge/vote | 105 | 16 | 1 |  |",
 		"| `internal/runtime/syscall.Syscall6` | 30.0 |",
 	} {

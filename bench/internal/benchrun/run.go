@@ -44,7 +44,7 @@ type Config struct {
 	// Steps are the session counts to step through (1000, 5000, 10000,
 	// 25000; quick 200, 1000).
 	Steps []int
-	// StepBudget bounds the time to open one step's new sessions (150s,
+	// StepBudget bounds the time to open one step's new sessions (180s,
 	// quick 20s).
 	StepBudget time.Duration
 	// Watches is the users each session watches (5).
@@ -123,7 +123,7 @@ func (c *Config) setDefaults() {
 			c.Steps = []int{200, 1000}
 		}
 	}
-	setDur(&c.StepBudget, pickDur(150*time.Second, 20*time.Second))
+	setDur(&c.StepBudget, pickDur(180*time.Second, 20*time.Second))
 	setInt(&c.Watches, 5)
 	setInt(&c.Parallel, 64)
 	setInt(&c.Transports, 16)
