@@ -61,6 +61,8 @@ type openStream struct {
 	// fnOpen reports that the user function may still send messages for
 	// it, so ending it early must be told with stream_cancelled.
 	fnOpen bool
+	// ended reports that the call's final outcome was sent.
+	ended bool
 }
 
 // fault is why an entity stops before its time.
@@ -457,6 +459,10 @@ func (e *entity) emit(id int64, s *openStream, o outcome) {
 	if o.err != nil {
 		o.end = true
 	}
+	if s.ended {
+		e.es.runEffects(o.effects)
+		return
+	}
 	if !o.end && o.reply == nil && o.forward == nil && len(o.effects) == 0 {
 		return
 	}
@@ -472,6 +478,7 @@ func (e *entity) emit(id int64, s *openStream, o outcome) {
 	}
 	s.call.out <- o
 	if o.end {
+		s.ended = true
 		delete(e.streams, id)
 		if s.fnOpen {
 			e.sendCancel(id)

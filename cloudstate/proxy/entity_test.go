@@ -527,3 +527,27 @@ func TestFunctionRestartFailsInFlightAndRecovers(t *testing.T) {
 	})
 	h.waitReady()
 }
+
+func TestSlowStreamClientEndsWithResourceExhausted(t *testing.T) {
+	t.Parallel()
+	cfg := &Config{Logger: testLogger(), EntityQueueSize: 2}
+	es := &entities{cfg: cfg, log: cfg.Logger}
+	e := newEntity(es, "k", &service{name: friendsService, persistenceID: "Friends"}, "ann")
+	call := newStreamCall(cfg.EntityQueueSize)
+	s := &openStream{call: call}
+	e.streams[1] = s
+	for range 5 {
+		e.emit(1, s, outcome{reply: &anypb.Any{}})
+	}
+	var got []outcome
+	for len(call.out) > 0 {
+		got = append(got, <-call.out)
+	}
+	if len(got) != 3 || got[0].reply == nil || got[1].reply == nil || !got[2].end {
+		t.Fatalf("got %+v, want two messages and the end", got)
+	}
+	wantCode(t, got[2].err, connect.CodeResourceExhausted, "not reading")
+	if _, open := e.streams[1]; open {
+		t.Error("call still open")
+	}
+}
