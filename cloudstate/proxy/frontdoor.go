@@ -60,6 +60,10 @@ func (p *Proxy) frontDoor() http.Handler {
 }
 
 // serviceHandler serves every method of the discovered services.
+//
+// TODO: google.api.http transcoding rules are not served (Connect JSON
+// covers plain HTTP clients), nor is gRPC-Web's base64 text mode, which
+// connect-go does not implement.
 func (p *Proxy) serviceHandler(cat *catalog) http.Handler {
 	mux := http.NewServeMux()
 	base := []connect.HandlerOption{

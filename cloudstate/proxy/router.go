@@ -73,6 +73,8 @@ func (p *Proxy) forward(ctx context.Context, f *protocol.Forward, depth int) (*a
 			"user function forwarded to an unknown method"))
 	}
 	if m.streamed {
+		// TODO: forwards to server-streaming methods are refused; following
+		// one would turn a unary call into a stream.
 		return nil, connect.NewError(connect.CodeUnimplemented, fmt.Errorf(
 			"forward to server-streaming method %s is not supported", m.desc.FullName()))
 	}
