@@ -135,6 +135,10 @@ func setDuration(d *time.Duration, def time.Duration) {
 	}
 }
 
+// leaveTimeout bounds how long Shutdown waits for its leave message to
+// spread.
+const leaveTimeout = time.Second
+
 // Cluster is this node's membership in the cluster of its service.
 type Cluster struct {
 	cfg    Config
@@ -324,6 +328,9 @@ func (c *Cluster) shutdown(ctx context.Context) error {
 	if c.list == nil {
 		return nil
 	}
+	// Stop joining seeds first, or the node would join again as it leaves.
+	c.cancel()
+	<-c.done
 	c.mu.Lock()
 	peers := make([]*peer, 0, len(c.peers))
 	for _, p := range c.peers {
@@ -333,17 +340,17 @@ func (c *Cluster) shutdown(ctx context.Context) error {
 	for _, p := range peers {
 		p.flush(ctx)
 	}
-	timeout := time.Second
+	// memberlist waits for its leave message to be gossiped, which never
+	// happens when every other member is leaving too: wait briefly. Other
+	// members detect a node that left without notice as well, so a leave
+	// that could not be confirmed is not an error.
+	timeout := leaveTimeout
 	if d, ok := ctx.Deadline(); ok {
-		timeout = max(time.Until(d), 0)
+		timeout = min(max(time.Until(d), 0), leaveTimeout)
 	}
-	// Other members detect a node that left without notice too, so a
-	// leave that could not be confirmed is not an error.
 	if err := c.list.Leave(timeout); err != nil {
 		c.log.Warn("leave cluster", "err", err)
 	}
-	c.cancel()
-	<-c.done
 	c.mu.Lock()
 	for name, p := range c.peers {
 		p.stop()

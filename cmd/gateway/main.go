@@ -32,7 +32,8 @@ func run() error {
 		"presence proxy host:port, comma-separated for replicas (env PRESENCE)")
 	friends := flag.String("friends", env("FRIENDS", "friends:80"),
 		"friends proxy host:port, comma-separated for replicas (env FRIENDS)")
-	secret := flag.String("token-secret", env("TOKEN_SECRET", ""),
+	// Secrets are not flag defaults, so that -h never prints them.
+	secret := flag.String("token-secret", "",
 		"secret that signs tokens, at least 32 bytes; random when empty (env TOKEN_SECRET)")
 	logLevel := flag.String("log-level", env("LOG_LEVEL", "info"),
 		"debug, info, warn or error (env LOG_LEVEL)")
@@ -60,6 +61,9 @@ func run() error {
 		return fmt.Errorf("friends: %w", err)
 	}
 	var tokenSecret []byte
+	if *secret == "" {
+		*secret = os.Getenv("TOKEN_SECRET")
+	}
 	if *secret != "" {
 		tokenSecret = []byte(*secret)
 		if len(tokenSecret) < gateway.MinSecretLen {

@@ -4,8 +4,10 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -69,6 +71,9 @@ func run() error {
 		clusterPort = flag.String("cluster-port", env("CLUSTER_PORT", ""),
 			"port to replicate with other proxies on, "+def(defaultClusterPort)+
 				" when cluster-join is set; empty: no cluster (env CLUSTER_PORT)")
+		// Secrets are not flag defaults, so that -h never prints them.
+		clusterKey = flag.String("cluster-key", "",
+			"base64 AES key (16, 24 or 32 bytes) encrypting traffic between proxies (env CLUSTER_KEY)")
 		clusterJoin = flag.String("cluster-join", env("CLUSTER_JOIN", ""),
 			"comma-separated host:port seeds of the proxies of this service (env CLUSTER_JOIN)")
 	)
@@ -134,7 +139,7 @@ func run() error {
 		// for its former self: its votes would be taken for the old ones.
 		cfg.NodeName += "-" + nonce()
 		cfg.Replicas = proxy.NewReplicas(crdt.NodeID(cfg.NodeName))
-		if cl, err = newCluster(cfg, host, *clusterPort, *clusterJoin); err != nil {
+		if cl, err = newCluster(cfg, host, *clusterPort, *clusterJoin, cmp.Or(*clusterKey, os.Getenv("CLUSTER_KEY"))); err != nil {
 			return err
 		}
 	}
@@ -166,7 +171,7 @@ const defaultClusterPort = 7946
 
 // newCluster makes the cluster node that replicates cfg.Replicas and sends
 // it every local change.
-func newCluster(cfg proxy.Config, host, port, join string) (*cluster.Cluster, error) {
+func newCluster(cfg proxy.Config, host, port, join, key string) (*cluster.Cluster, error) {
 	if port == "" {
 		port = strconv.Itoa(defaultClusterPort)
 	}
@@ -180,13 +185,23 @@ func newCluster(cfg proxy.Config, host, port, join string) (*cluster.Cluster, er
 			seeds = append(seeds, s)
 		}
 	}
+	var secret []byte
+	if key != "" {
+		if secret, err = base64.StdEncoding.DecodeString(strings.TrimSpace(key)); err != nil {
+			return nil, fmt.Errorf("cluster-key: not base64: %w", err)
+		}
+		if l := len(secret); l != 16 && l != 24 && l != 32 {
+			return nil, fmt.Errorf("cluster-key: decodes to %d bytes, want 16, 24 or 32", l)
+		}
+	}
 	cl, err := cluster.New(cluster.Config{
-		NodeName: cfg.NodeName,
-		BindAddr: host,
-		BindPort: n,
-		Join:     seeds,
-		Store:    cfg.Replicas.Store(),
-		Logger:   cfg.Logger.With("component", "cluster"),
+		NodeName:  cfg.NodeName,
+		BindAddr:  host,
+		BindPort:  n,
+		Join:      seeds,
+		SecretKey: secret,
+		Store:     cfg.Replicas.Store(),
+		Logger:    cfg.Logger.With("component", "cluster"),
 	})
 	if err != nil {
 		return nil, err
