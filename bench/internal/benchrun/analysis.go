@@ -130,6 +130,13 @@ func (rep *Report) sessionsFinding() string {
 				float64(opened)/last.Ramp.Seconds())
 		}
 	}
+	if h := rep.Micro.Heap; len(h.Top) > 0 && h.Sessions > 0 {
+		if b, ok := parseBytes(h.Top[0].Flat); ok {
+			out += fmt.Sprintf("In a heap profile of %d sessions held in one process, "+
+				"`%s` holds %.0f%% of the heap in use, %s per session. ", h.Sessions,
+				shortPkg(h.Top[0].Name), h.Top[0].FlatPct, kib(b/float64(h.Sessions)))
+		}
+	}
 	if s.Stopped != "" {
 		out += "Where it stops: " + s.Stopped + "."
 	} else {

@@ -27,6 +27,64 @@ var profiled = []struct{ pkg, bench string }{
 	{"./bench/internal/hotpath", "BenchmarkOpenSession"},
 }
 
+// heapSessions is the number of sessions held for the heap profile.
+const heapSessions = 500
+
+// HeapProfile is what holding sessions costs, by allocation site.
+type HeapProfile struct {
+	Err string
+	// Sessions were held in one process running the whole chat.
+	Sessions int
+	// Total is the heap in use at the end, per pprof.
+	Total string
+	// Top are the allocation sites with the most heap in use.
+	Top []ProfileFunc
+}
+
+// heapProfile holds heapSessions sessions in one process running the
+// whole chat and reads its heap profile.
+func (r *runner) heapProfile(ctx context.Context, dir string) HeapProfile {
+	res := HeapProfile{Sessions: heapSessions}
+	stop := r.progress(ctx, func() string { return "  heap profile of held sessions" })
+	defer stop()
+	bin := filepath.Join(dir, "hold.test")
+	heap := filepath.Join(dir, "hold.heap")
+	out, err := r.goCmd(ctx, "test", "-run", "^$", "-bench", "^BenchmarkHoldSessions$",
+		"-benchtime", fmt.Sprintf("%dx", heapSessions), "-memprofile", heap,
+		"-memprofilerate", "4096", "-o", bin, "./bench/internal/hotpath")
+	if err != nil {
+		res.Err = fmt.Sprintf("go test: %v\n%s", err, tail(out, 10))
+		return res
+	}
+	out, err = r.goCmd(ctx, "tool", "pprof", "-sample_index=inuse_space", "-top",
+		"-nodecount=12", bin, heap)
+	if err != nil {
+		res.Err = fmt.Sprintf("go tool pprof: %v\n%s", err, tail(out, 10))
+		return res
+	}
+	res.Total, res.Top = parseTop(out)
+	return res
+}
+
+// parseBytes reads a pprof memory figure such as "306.01MB"; pprof's
+// units step by 1024.
+func parseBytes(s string) (float64, bool) {
+	units := []struct {
+		suffix string
+		factor float64
+	}{{"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"kB", 1 << 10}, {"B", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			v, err := strconv.ParseFloat(num, 64)
+			if err != nil || v < 0 {
+				return 0, false
+			}
+			return v * u.factor, true
+		}
+	}
+	return 0, false
+}
+
 // BenchRow is one line of go test -bench output.
 type BenchRow struct {
 	Pkg, Name string
@@ -56,6 +114,8 @@ type Profile struct {
 type ProfileFunc struct {
 	Name            string
 	FlatPct, CumPct float64
+	// Flat is pprof's flat figure, such as "306.01MB" or "0.45s".
+	Flat string
 }
 
 // Share is a named part of a whole, in percent.
@@ -71,6 +131,7 @@ type MicroResult struct {
 	BenchTime string
 	Rows      []BenchRow
 	Profiles  []Profile
+	Heap      HeapProfile
 }
 
 // micro runs the micro-benchmarks, then each profiled benchmark.
@@ -94,6 +155,7 @@ func (r *runner) micro(ctx context.Context) MicroResult {
 	for _, p := range profiled {
 		res.Profiles = append(res.Profiles, r.profile(ctx, dir, p.pkg, p.bench))
 	}
+	res.Heap = r.heapProfile(ctx, dir)
 	return res
 }
 
@@ -189,8 +251,8 @@ func parseBench(out string) []BenchRow {
 	return rows
 }
 
-// parseTop returns the total-samples line and the functions of
-// go tool pprof -top output.
+// parseTop returns the summary line and the functions of go tool pprof
+// -top output.
 func parseTop(out string) (string, []ProfileFunc) {
 	var (
 		total  string
@@ -200,7 +262,10 @@ func parseTop(out string) (string, []ProfileFunc) {
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, "Duration:") {
+		// CPU profiles lead with the duration and samples, heap profiles
+		// with the nodes shown of the total.
+		if total == "" && (strings.HasPrefix(line, "Duration:") ||
+			strings.HasPrefix(line, "Showing nodes")) {
 			total = strings.TrimSpace(line)
 			continue
 		}
@@ -218,7 +283,7 @@ func parseTop(out string) (string, []ProfileFunc) {
 			continue
 		}
 		name := strings.TrimSuffix(strings.Join(f[5:], " "), " (inline)")
-		funcs = append(funcs, ProfileFunc{Name: name, FlatPct: flat, CumPct: cum})
+		funcs = append(funcs, ProfileFunc{Name: name, FlatPct: flat, CumPct: cum, Flat: f[0]})
 	}
 	return total, funcs
 }

@@ -62,7 +62,8 @@ func TestParseTopAndLayers(t *testing.T) {
 	if len(funcs) != 7 {
 		t.Fatalf("got %d functions, want 7: %+v", len(funcs), funcs)
 	}
-	want := ProfileFunc{Name: "net/http.(*http2Framer).ReadFrame", FlatPct: 6.67, CumPct: 11.11}
+	want := ProfileFunc{Name: "net/http.(*http2Framer).ReadFrame", FlatPct: 6.67, CumPct: 11.11,
+		Flat: "0.30s"}
 	if funcs[2] != want {
 		t.Errorf("third function %+v, want %+v", funcs[2], want)
 	}
@@ -108,6 +109,39 @@ func TestFuncPackage(t *testing.T) {
 	} {
 		if got := funcPackage(name); got != want {
 			t.Errorf("funcPackage(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+const sampleHeapTop = `File: hold.test
+Type: inuse_space
+Showing nodes accounting for 338.30MB, 93.90% of 360.27MB total
+Dropped 704 nodes (cum <= 1.80MB)
+      flat  flat%   sum%        cum   cum%
+  306.01MB 84.94% 84.94%   306.05MB 84.95%  net/http.(*http2clientStream).writeRequestBody
+    6.41MB  1.78% 89.53%     6.41MB  1.78%  bufio.NewWriterSize (inline)
+  512.50kB  0.14% 89.67%   512.50kB  0.14%  runtime.malg
+`
+
+func TestParseHeapTop(t *testing.T) {
+	t.Parallel()
+	total, funcs := parseTop(sampleHeapTop)
+	if total != "Showing nodes accounting for 338.30MB, 93.90% of 360.27MB total" {
+		t.Errorf("total %q", total)
+	}
+	if len(funcs) != 3 || funcs[1].Name != "bufio.NewWriterSize" || funcs[2].Flat != "512.50kB" {
+		t.Fatalf("got %+v", funcs)
+	}
+	for s, want := range map[string]float64{
+		"306.01MB": 306.01 * (1 << 20), "512.50kB": 512.5 * 1024, "12B": 12, "1.5GB": 1.5 * (1 << 30),
+	} {
+		if got, ok := parseBytes(s); !ok || got != want {
+			t.Errorf("parseBytes(%q) = %v, %v; want %v", s, got, ok, want)
+		}
+	}
+	for _, bad := range []string{"", "12", "x MB", "-1MB", "0.30s"} {
+		if _, ok := parseBytes(bad); ok {
+			t.Errorf("parseBytes(%q) succeeded", bad)
 		}
 	}
 }

@@ -608,6 +608,33 @@ func (rep *Report) renderMicro(p *printer) {
 		}
 		p.f("\n")
 	}
+	rep.renderHeap(p)
+}
+
+func (rep *Report) renderHeap(p *printer) {
+	h := rep.Micro.Heap
+	p.f("### Heap of %d held sessions (BenchmarkHoldSessions, bench/internal/hotpath)\n\n",
+		h.Sessions)
+	p.f("The whole chat in one process, client included, holding %d sessions that each "+
+		"watch 5 users; heap in use at the end by allocation site (`go test -memprofile "+
+		"-memprofilerate 4096`, `go tool pprof -sample_index=inuse_space -top`). Unlike "+
+		"RSS, this counts memory allocated but never touched.\n\n", h.Sessions)
+	errLine(p, h.Err)
+	if h.Total != "" {
+		p.f("%s.\n\n", h.Total)
+	}
+	if len(h.Top) == 0 {
+		return
+	}
+	p.f("| allocation site | in use | %% of heap | per session |\n|---|---|---|---|\n")
+	for _, f := range h.Top {
+		per := "–"
+		if b, ok := parseBytes(f.Flat); ok && h.Sessions > 0 {
+			per = kib(b / float64(h.Sessions))
+		}
+		p.f("| `%s` | %s | %.1f | %s |\n", shortPkg(f.Name), f.Flat, f.FlatPct, per)
+	}
+	p.f("\n")
 }
 
 func shortPkg(s string) string {

@@ -72,6 +72,9 @@ func sampleReport() *Report {
 					{"Go runtime (scheduler, GC, allocation)", 25}, {"compression (gzip)", 12},
 					{"HTTP/2 and HTTP", 10}, {"chat: gateway", 3}},
 				Top: []ProfileFunc{{Name: "internal/runtime/syscall.Syscall6", FlatPct: 30}}}},
+			Heap: HeapProfile{Sessions: 500, Total: "Showing nodes accounting for 600MB",
+				Top: []ProfileFunc{{Name: "net/http.(*http2clientStream).writeRequestBody",
+					Flat: "500MB", FlatPct: 83.3}}},
 		},
 	}
 }
@@ -109,6 +112,9 @@ func TestRenderFullReport(t *testing.T) {
 		"The gateway spends the most",
 		"the chat's own packages take 3%, the runtime, system calls and HTTP/2 together 70%",
 		"Compression alone takes 12% although every message",
+		"| `net/http.(*http2clientStream).writeRequestBody` | 500MB | 83.3 | 1024.0 KiB |",
+		"`net/http.(*http2clientStream).writeRequestBody` holds 83% of the heap in use, " +
+			"1024.0 KiB per session.",
 		"| cloudstate/crdt | BenchmarkMerge/vote | 105 | 16 | 1 |  |",
 		"| `internal/runtime/syscall.Syscall6` | 30.0 |",
 	} {

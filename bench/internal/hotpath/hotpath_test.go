@@ -32,6 +32,9 @@ var stack struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	for _, f := range held {
+		f.Close()
+	}
 	if stack.client != nil {
 		stack.client.Close()
 	}
@@ -169,4 +172,28 @@ func BenchmarkOpenSession(b *testing.B) {
 			s.Close()
 		}
 	})
+}
+
+// held keeps the sessions of BenchmarkHoldSessions open until the process
+// ends, so that a heap profile written after the benchmarks shows them.
+var held []*loadgen.Fleet
+
+// BenchmarkHoldSessions opens b.N sessions that each watch five users and
+// leaves them open. Run it with -benchtime=<n>x and -memprofile to see
+// what holding n sessions costs, by allocation site.
+func BenchmarkHoldSessions(b *testing.B) {
+	client := chat(b)
+	fleet, err := loadgen.NewFleet(loadgen.FleetConfig{
+		Client:  client,
+		Prefix:  fmt.Sprintf("held%d-", len(held)),
+		Watches: 5,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	held = append(held, fleet)
+	b.ResetTimer()
+	if err := fleet.Grow(context.Background(), b.N); err != nil {
+		b.Fatal(err)
+	}
 }
