@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cloudchat/cloudchat/gateway"
+	"github.com/cloudchat/cloudchat/internal/logging"
 )
 
 func main() {
@@ -41,11 +41,7 @@ func run() error {
 		"text, json, or auto: text on a terminal, JSON elsewhere (env LOG_FORMAT)")
 	flag.Parse()
 
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("log level %q: %w", *logLevel, err)
-	}
-	logger, err := newLogger(*logFormat, level)
+	logger, err := logging.New(os.Stderr, *logFormat, *logLevel)
 	if err != nil {
 		return err
 	}
@@ -109,23 +105,4 @@ func env(name, def string) string {
 		return v
 	}
 	return def
-}
-
-// newLogger logs to stderr in the given format; "auto" picks text for a
-// terminal and JSON anywhere else, such as a container's log collector.
-func newLogger(format string, level slog.Level) (*slog.Logger, error) {
-	opts := &slog.HandlerOptions{Level: level}
-	if format == "auto" {
-		format = "json"
-		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			format = "text"
-		}
-	}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("log format %q is not text, json or auto", format)
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cloudchat/cloudchat/cloudstate/function"
+	"github.com/cloudchat/cloudchat/internal/logging"
 	"github.com/cloudchat/cloudchat/services/presence"
 )
 
@@ -34,6 +34,8 @@ func run() error {
 		port  = flag.String("port", env("PORT", "8080"), "port to listen on (env PORT)")
 		level = flag.String("log-level", env("LOG_LEVEL", "info"),
 			"debug, info, warn or error (env LOG_LEVEL)")
+		format = flag.String("log-format", env("LOG_FORMAT", "auto"),
+			"text, json, or auto: text on a terminal, JSON elsewhere (env LOG_FORMAT)")
 		grace = flag.Duration("shutdown-timeout", 10*time.Second,
 			"time to let handlers finish on shutdown")
 	)
@@ -41,9 +43,9 @@ func run() error {
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
 	}
-	var logLevel slog.Level
-	if err := logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return fmt.Errorf("log level %q: %w", *level, err)
+	log, err := logging.New(os.Stderr, *format, *level)
+	if err != nil {
+		return err
 	}
 	if n, err := strconv.Atoi(*port); err != nil || n < 1 || n > 65535 {
 		return fmt.Errorf("port: %q is not a number in 1..65535", *port)
@@ -51,8 +53,6 @@ func run() error {
 	if *grace <= 0 {
 		return fmt.Errorf("shutdown-timeout: %v is not positive", *grace)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel}))
-
 	srv, err := function.New(function.Config{
 		Logger:         log,
 		ServiceName:    "presence",

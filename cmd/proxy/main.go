@@ -12,7 +12,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -25,6 +24,7 @@ import (
 	"github.com/cloudchat/cloudchat/cloudstate/cluster"
 	"github.com/cloudchat/cloudchat/cloudstate/crdt"
 	"github.com/cloudchat/cloudchat/cloudstate/proxy"
+	"github.com/cloudchat/cloudchat/internal/logging"
 )
 
 func main() {
@@ -66,6 +66,8 @@ func run() error {
 			"time to drain calls on shutdown (env SHUTDOWN_TIMEOUT)")
 		level = flag.String("log-level", env("LOG_LEVEL", "info"),
 			"debug, info, warn or error (env LOG_LEVEL)")
+		logFormat = flag.String("log-format", env("LOG_FORMAT", "auto"),
+			"text, json, or auto: text on a terminal, JSON elsewhere (env LOG_FORMAT)")
 		clusterHost = flag.String("cluster-host", env("CLUSTER_HOST", ""),
 			"address to replicate with other proxies on; default http-host (env CLUSTER_HOST)")
 		clusterPort = flag.String("cluster-port", env("CLUSTER_PORT", ""),
@@ -82,16 +84,15 @@ func run() error {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
 	}
 
-	var logLevel slog.Level
-	if err := logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return fmt.Errorf("log level %q: %w", *level, err)
+	logger, err := logging.New(os.Stderr, *logFormat, *level)
+	if err != nil {
+		return err
 	}
 	cfg := proxy.Config{
-		Logger:   newLogger(logLevel),
+		Logger:   logger,
 		NodeName: *nodeName,
 		Version:  version(),
 	}
-	var err error
 	if cfg.HTTPAddr, err = hostPort("http-host/http-port", *httpHost, *httpPort); err != nil {
 		return err
 	}
@@ -252,15 +253,6 @@ func positiveDuration(name, v string) (time.Duration, error) {
 		return 0, fmt.Errorf("%s: %q is not a positive duration such as 30s", name, v)
 	}
 	return d, nil
-}
-
-// newLogger logs text on a terminal and JSON otherwise.
-func newLogger(level slog.Level) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
-	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-		return slog.New(slog.NewTextHandler(os.Stderr, opts))
-	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 }
 
 // version is the module version the binary was built from.

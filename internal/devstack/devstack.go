@@ -140,27 +140,17 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	var (
-		wg      sync.WaitGroup
-		running []*exec.Cmd
+		running []*child
 		exited  = make(chan string, len(procs))
 		out     = &lockedWriter{w: cfg.Output}
 	)
-	stopAll := func() {
-		for _, cmd := range running {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
+	// Stop in reverse start order, each process before the one it depends
+	// on: the gateway before the proxies, a proxy before its function.
+	defer func() {
+		for i := len(running) - 1; i >= 0; i-- {
+			running[i].stop(10 * time.Second)
 		}
-		done := make(chan struct{})
-		go func() { wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			for _, cmd := range running {
-				_ = cmd.Process.Kill()
-			}
-			<-done
-		}
-	}
-	defer stopAll()
+	}()
 
 	width := 0
 	for _, p := range procs {
@@ -169,6 +159,9 @@ func Run(ctx context.Context, cfg Config) error {
 	for _, p := range procs {
 		cmd := exec.Command(filepath.Join(cfg.BinDir, p.Binary))
 		cmd.Env = append(os.Environ(), p.Env...)
+		if os.Getenv("LOG_FORMAT") == "" {
+			cmd.Env = append(cmd.Env, "LOG_FORMAT=text")
+		}
 		prefix := fmt.Sprintf("%-*s | ", width, p.Name)
 		stdout, stderr := prefixer(out, prefix), prefixer(out, prefix)
 		cmd.Stdout, cmd.Stderr = stdout, stderr
@@ -178,14 +171,14 @@ func Run(ctx context.Context, cfg Config) error {
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("start %s: %w", p.Name, err)
 		}
-		running = append(running, cmd)
-		wg.Add(1)
+		c := &child{cmd: cmd, done: make(chan struct{})}
+		running = append(running, c)
 		go func() {
-			defer wg.Done()
 			err := cmd.Wait()
 			stdout.Close()
 			stderr.Close()
 			cfg.Logger.Info("process exited", "process", p.Name, "err", err)
+			close(c.done)
 			exited <- p.Name
 		}()
 		if p.ReadyURL != "" {
@@ -201,6 +194,23 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	case name := <-exited:
 		return fmt.Errorf("%s exited", name)
+	}
+}
+
+// child is a running process of the stack.
+type child struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+}
+
+// stop asks the process to stop and kills it after grace.
+func (c *child) stop(grace time.Duration) {
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(grace):
+		_ = c.cmd.Process.Kill()
+		<-c.done
 	}
 }
 
