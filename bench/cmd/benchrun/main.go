@@ -43,7 +43,7 @@ func run() error {
 	flag.StringVar(&cfg.RepoDir, "repo", ".", "the module's root, where go test and git run")
 	flag.StringVar(&out, "out", "", "folder to write the report to (bench/reports; quick: a temporary folder)")
 	flag.BoolVar(&cfg.Quick, "quick", false, "a one-minute smoke run with small sizes")
-	flag.DurationVar(&cfg.Deadline, "deadline", 0, "bound on the whole run (14m; quick 2m)")
+	flag.DurationVar(&cfg.Deadline, "deadline", 0, "bound on the whole run (13m; quick 2m)")
 	flag.StringVar(&steps, "steps", "", "comma-separated session counts to step through "+
 		"(1000,5000,10000,25000; quick 200,1000)")
 	flag.DurationVar(&cfg.StepBudget, "step-budget", 0,

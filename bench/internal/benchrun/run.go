@@ -38,7 +38,7 @@ type Config struct {
 	Self string
 	// Quick picks small defaults for a smoke run.
 	Quick bool
-	// Deadline bounds the whole run (14m, quick 2m). Session steps that
+	// Deadline bounds the whole run (13m, quick 2m). Session steps that
 	// would not finish in the time left are not run.
 	Deadline time.Duration
 	// Steps are the session counts to step through (1000, 5000, 10000,
@@ -116,7 +116,7 @@ func (c *Config) setDefaults() {
 	}
 	setStr(&c.BinDir, "bin")
 	setStr(&c.RepoDir, ".")
-	setDur(&c.Deadline, pickDur(14*time.Minute, 2*time.Minute))
+	setDur(&c.Deadline, pickDur(13*time.Minute, 2*time.Minute))
 	if len(c.Steps) == 0 {
 		c.Steps = []int{1000, 5000, 10000, 25000}
 		if c.Quick {
