@@ -103,9 +103,41 @@ func readBinary(dir, name string) (binary, error) {
 		return binary{}, fmt.Errorf("%s does not exist yet: the images and manifests "+
 			"run this binary, and its flags and environment are read from there", main)
 	}
+	srcs, err := packageSources(dir)
+	if err != nil {
+		return binary{}, err
+	}
+	// A main may leave reading its settings to a package of the module's
+	// internal/ tree, such as the common main of the user functions.
+	for _, src := range srcs {
+		f, err := parser.ParseFile(token.NewFileSet(), "", src, parser.ImportsOnly)
+		if err != nil {
+			return binary{}, fmt.Errorf("parse imports: %w", err)
+		}
+		for _, imp := range f.Imports {
+			path := strings.Trim(imp.Path.Value, `"`)
+			rel, ok := strings.CutPrefix(path, modulePath+"/internal/")
+			if !ok {
+				continue
+			}
+			more, err := packageSources(filepath.Join(repoRoot, "internal", rel))
+			if err != nil {
+				return binary{}, err
+			}
+			srcs = append(srcs, more...)
+		}
+	}
+	return parseBinary(name, srcs...)
+}
+
+// modulePath is the import path of the application module.
+const modulePath = "github.com/cloudchat/cloudchat"
+
+// packageSources returns the non-test Go sources of a package directory.
+func packageSources(dir string) ([]string, error) {
 	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
 	if err != nil {
-		return binary{}, fmt.Errorf("list sources: %w", err)
+		return nil, fmt.Errorf("list sources: %w", err)
 	}
 	var srcs []string
 	for _, f := range files {
@@ -114,11 +146,11 @@ func readBinary(dir, name string) (binary, error) {
 		}
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return binary{}, fmt.Errorf("read source: %w", err)
+			return nil, fmt.Errorf("read source: %w", err)
 		}
 		srcs = append(srcs, string(b))
 	}
-	return parseBinary(name, srcs...)
+	return srcs, nil
 }
 
 var envNamePattern = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)

@@ -1,103 +1,24 @@
-// Command presence runs the presence user function beside a Cloudstate
-// proxy; see package presence. Each setting is a flag with an environment
-// fallback; the flag wins.
+// Command presence runs the presence user function beside a Cloudstate proxy; see
+// package presence. Each setting is a flag with an environment fallback (HOST,
+// PORT, LOG_LEVEL, LOG_FORMAT); the flag wins.
 package main
 
 import (
-	"context"
-	"errors"
-	"flag"
 	"fmt"
-	"net"
+	"log/slog"
 	"os"
-	"os/signal"
-	"runtime/debug"
-	"strconv"
-	"syscall"
-	"time"
 
 	"github.com/cloudchat/cloudchat/cloudstate/function"
-	"github.com/cloudchat/cloudchat/internal/logging"
+	"github.com/cloudchat/cloudchat/internal/funcmain"
 	"github.com/cloudchat/cloudchat/services/presence"
 )
 
 func main() {
-	if err := run(); err != nil {
+	err := funcmain.Run("presence", os.Args[1:], func(log *slog.Logger) []*function.Entity {
+		return []*function.Entity{presence.NewEntity(presence.Config{Logger: log})}
+	})
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "presence:", err)
 		os.Exit(1)
 	}
-}
-
-func run() error {
-	var (
-		host  = flag.String("host", env("HOST", "127.0.0.1"), "address to listen on (env HOST)")
-		port  = flag.String("port", env("PORT", "8080"), "port to listen on (env PORT)")
-		level = flag.String("log-level", env("LOG_LEVEL", "info"),
-			"debug, info, warn or error (env LOG_LEVEL)")
-		format = flag.String("log-format", env("LOG_FORMAT", "auto"),
-			"text, json, or auto: text on a terminal, JSON elsewhere (env LOG_FORMAT)")
-		grace = flag.Duration("shutdown-timeout", 10*time.Second,
-			"time to let handlers finish on shutdown")
-	)
-	flag.Parse()
-	if flag.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", flag.Args())
-	}
-	log, err := logging.New(os.Stderr, *format, *level)
-	if err != nil {
-		return err
-	}
-	if n, err := strconv.Atoi(*port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("port: %q is not a number in 1..65535", *port)
-	}
-	if *grace <= 0 {
-		return fmt.Errorf("shutdown-timeout: %v is not positive", *grace)
-	}
-	srv, err := function.New(function.Config{
-		Logger:         log,
-		ServiceName:    "presence",
-		ServiceVersion: version(),
-	})
-	if err != nil {
-		return err
-	}
-	if err := srv.Register(presence.NewEntity(presence.Config{Logger: log})); err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	addr := net.JoinHostPort(*host, *port)
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	select {
-	case err := <-served:
-		return err
-	case <-ctx.Done():
-	}
-
-	stop()
-	log.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), *grace)
-	defer cancel()
-	return errors.Join(srv.Shutdown(shutdownCtx), <-served)
-}
-
-// env returns the environment variable name, or def when it is unset.
-func env(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
-}
-
-// version returns the module version the binary was built from.
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
 }
