@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -83,4 +86,42 @@ func TestJavaScriptFunction(t *testing.T) {
 	if want := []string{"bob", "dave", "erin"}; !slices.Equal(list.Friends, want) {
 		t.Errorf("connect JSON get: %q, want %q", list.Friends, want)
 	}
+
+	// buf curl needs no local protos: it reads the schema by reflection.
+	bufCurl(t, h.base+"/"+friendsService+"/Add", `{"user":"alice","friend":"frank"}`)
+	out := bufCurl(t, h.base+"/"+friendsService+"/GetFriends", `{"user":"alice"}`)
+	list.Friends = nil
+	if err := json.Unmarshal(out, &list); err != nil {
+		t.Fatalf("buf curl output %q: %v", out, err)
+	}
+	slices.Sort(list.Friends)
+	if want := []string{"bob", "dave", "erin", "frank"}; !slices.Equal(list.Friends, want) {
+		t.Errorf("buf curl get: %q, want %q", list.Friends, want)
+	}
+}
+
+// bufCurl calls url over gRPC with the buf CLI the frontend installs, and
+// returns what it printed.
+func bufCurl(t *testing.T, url, body string) []byte {
+	t.Helper()
+	buf, err := filepath.Abs("../../frontend/node_modules/.bin/buf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(buf); err != nil {
+		t.Fatalf("buf CLI not installed (run ./task deps:npm): %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, buf, "curl", "--protocol", "grpc",
+		"--http2-prior-knowledge", "--data", body, url)
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("buf curl %s: %v\n%s", url, err, stderr)
+	}
+	return out
 }
