@@ -220,11 +220,12 @@ func (c *Cluster) Start(ctx context.Context) error {
 	return nil
 }
 
-// joinUntil tries the seeds until one answers or ctx is done.
+// joinUntil tries the seeds until one answers, another member joins this
+// node, or ctx is done.
 func (c *Cluster) joinUntil(ctx context.Context) bool {
 	delay := 100 * time.Millisecond
 	for {
-		if c.joinMissing(ctx) > 0 {
+		if c.list.NumMembers() > 1 || c.joinMissing(ctx) > 0 {
 			return true
 		}
 		select {
