@@ -137,6 +137,16 @@ func (rep *Report) sessionsFinding() string {
 				shortPkg(h.Top[0].Name), h.Top[0].FlatPct, kib(b/float64(h.Sessions)))
 		}
 	}
+	out += growingCosts(s.Steps)
+	for _, pr := range rep.Micro.Profiles {
+		if pr.Bench == "BenchmarkHoldSessions" && len(pr.Top) > 0 {
+			f := pr.Top[0]
+			out += fmt.Sprintf("In a CPU profile of opening and holding %s sessions in one "+
+				"process, `%s` takes the most time itself (%.0f%% flat, %.0f%% with what it "+
+				"calls). ", strings.TrimSuffix(pr.BenchTime, "x"), shortPkg(f.Name),
+				f.FlatPct, f.CumPct)
+		}
+	}
 	if s.Stopped != "" {
 		out += "Where it stops: " + s.Stopped + "."
 	} else {
@@ -187,7 +197,7 @@ func (rep *Report) profileFinding() string {
 			"a compressor. connect.WithCompressMinBytes (say 1 KiB) on the handlers and "+
 			"clients of the gateway, the proxy and the function SDK would remove it. ", gzip)
 	}
-	if plumbing >= 50 {
+	if chat < 20 {
 		s += "The cost is in moving each call between processes, not in the chat's " +
 			"logic: every GetFriends crosses two HTTP/2 hops and one Crdt.handle " +
 			"stream, each with its own syscalls, frames and goroutine wake-ups. What " +
@@ -208,4 +218,44 @@ func firstLine(s string) string {
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
 	return line
+}
+
+// growingCosts names the processes whose CPU per new session grew at least
+// twofold from the first step to the last that opened sessions: a cost
+// that grows with the sessions already open.
+func growingCosts(steps []Step) string {
+	perNew := func(st Step, name string) (time.Duration, bool) {
+		opened := st.Ready - prevReady(steps, st)
+		pr := st.proc(name)
+		if opened <= 0 || pr == nil || pr.RampCPU <= 0 {
+			return 0, false
+		}
+		return pr.RampCPU / time.Duration(opened), true
+	}
+	var first, last *Step
+	for i := range steps {
+		if steps[i].Ready-prevReady(steps, steps[i]) > 0 {
+			if first == nil {
+				first = &steps[i]
+			}
+			last = &steps[i]
+		}
+	}
+	if first == nil || last == first {
+		return ""
+	}
+	var grew []string
+	for _, pr := range last.Procs {
+		a, okA := perNew(*first, pr.Name)
+		b, okB := perNew(*last, pr.Name)
+		if okA && okB && b >= 2*a {
+			grew = append(grew, fmt.Sprintf("%s from %s to %s", pr.Name, us(a), us(b)))
+		}
+	}
+	if len(grew) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("The CPU to open one more session grew between %d and %d sessions "+
+		"(%s): a cost that grows with the sessions already open. ",
+		first.Ready, last.Ready, strings.Join(grew, ", "))
 }

@@ -18,14 +18,21 @@ import (
 var microPackages = []string{"./cloudstate/crdt", "./cloudstate/proxy"}
 
 // profiled are the benchmarks run under the CPU profiler: the proxy's
-// unary round trip, and the whole path from a client through the gateway,
-// the proxy and the friends function, all in one process.
-var profiled = []struct{ pkg, bench string }{
-	{"./cloudstate/proxy", "BenchmarkUnaryRoundTrip"},
-	{"./bench/internal/hotpath", "BenchmarkGetFriendsThroughGateway"},
-	{"./bench/internal/hotpath", "BenchmarkAddThroughGateway"},
-	{"./bench/internal/hotpath", "BenchmarkOpenSession"},
+// unary round trip, and whole paths from a client through the gateway, the
+// proxies and the functions, all in one process. benchtime, when set,
+// replaces the run's ProfileTime; holding sessions is profiled over a fixed
+// count so that the cost of the sessions already open shows.
+var profiled = []struct{ pkg, bench, benchtime string }{
+	{"./cloudstate/proxy", "BenchmarkUnaryRoundTrip", ""},
+	{"./bench/internal/hotpath", "BenchmarkGetFriendsThroughGateway", ""},
+	{"./bench/internal/hotpath", "BenchmarkAddThroughGateway", ""},
+	{"./bench/internal/hotpath", "BenchmarkOpenSession", ""},
+	{"./bench/internal/hotpath", "BenchmarkHoldSessions", holdProfileSessions},
 }
+
+// holdProfileSessions is the -benchtime of the CPU profile of opening and
+// holding sessions.
+const holdProfileSessions = "3000x"
 
 // heapSessions is the number of sessions held for the heap profile.
 const heapSessions = 500
@@ -98,8 +105,8 @@ type BenchRow struct {
 
 // Profile is the CPU profile of one benchmark.
 type Profile struct {
-	Pkg, Bench string
-	Err        string
+	Pkg, Bench, BenchTime string
+	Err                   string
 	// Row is the benchmark's result while profiled.
 	Row *BenchRow
 	// Total is pprof's summary line of the samples.
@@ -153,21 +160,25 @@ func (r *runner) micro(ctx context.Context) MicroResult {
 		return res
 	}
 	for _, p := range profiled {
-		res.Profiles = append(res.Profiles, r.profile(ctx, dir, p.pkg, p.bench))
+		bt := p.benchtime
+		if bt == "" {
+			bt = r.cfg.ProfileTime
+		}
+		res.Profiles = append(res.Profiles, r.profile(ctx, dir, p.pkg, p.bench, bt))
 	}
 	res.Heap = r.heapProfile(ctx, dir)
 	return res
 }
 
 // profile runs one benchmark with the CPU profiler and reads the profile.
-func (r *runner) profile(ctx context.Context, dir, pkg, bench string) Profile {
-	prof := Profile{Pkg: pkg, Bench: bench}
+func (r *runner) profile(ctx context.Context, dir, pkg, bench, benchtime string) Profile {
+	prof := Profile{Pkg: pkg, Bench: bench, BenchTime: benchtime}
 	stop := r.progress(ctx, func() string { return "  profiling " + bench })
 	defer stop()
 	bin := filepath.Join(dir, bench+".test")
 	cpu := filepath.Join(dir, bench+".cpu")
 	out, err := r.goCmd(ctx, "test", "-run", "^$", "-bench", "^"+bench+"$", "-benchmem",
-		"-benchtime", r.cfg.ProfileTime, "-cpuprofile", cpu, "-o", bin, pkg)
+		"-benchtime", benchtime, "-cpuprofile", cpu, "-o", bin, pkg)
 	if err != nil {
 		prof.Err = fmt.Sprintf("go test: %v\n%s", err, tail(out, 10))
 		return prof

@@ -527,14 +527,14 @@ func (rep *Report) renderSessions(p *printer) {
 		p.f("\nEvery step held.\n")
 	}
 	for _, st := range s.Steps {
-		if len(st.Procs) == 0 {
+		newSessions := st.Ready - prevReady(s.Steps, st)
+		if len(st.Procs) == 0 || newSessions <= 0 {
 			continue
 		}
 		p.f("\nAt %d ready sessions:\n\n", st.Ready)
 		p.f("| process | RSS MiB | RSS growth MiB | RSS per session | heap in use per session " +
 			"| goroutines per session | threads | CPU to open the step | CPU per new session " +
 			"| idle CPU |\n|---|---|---|---|---|---|---|---|---|---|\n")
-		newSessions := st.Ready - prevReady(s.Steps, st)
 		for _, pr := range st.Procs {
 			perNew := "–"
 			if newSessions > 0 {
@@ -589,7 +589,7 @@ func (rep *Report) renderMicro(p *printer) {
 		"proxies and the functions in one process over loopback, so one profile shows " +
 		"every layer of a call. Layers sum the flat time of the functions in them.\n\n")
 	for _, pr := range m.Profiles {
-		p.f("### %s (%s)\n\n", pr.Bench, shortPkg(pr.Pkg))
+		p.f("### %s (%s, -benchtime %s)\n\n", pr.Bench, shortPkg(pr.Pkg), pr.BenchTime)
 		errLine(p, pr.Err)
 		if pr.Row != nil {
 			p.f("%.0f ns/op, %s B/op, %s allocs/op. ", pr.Row.NsPerOp,

@@ -58,7 +58,7 @@ func sampleReport() *Report {
 				{Target: 25000, Ready: 10000, Failed: 1, Ramp: 70 * time.Second,
 					Err: "open session: resource_exhausted: too many sessions open on this gateway",
 					Procs: []StepProc{{Name: "gateway", RSS: 900 << 20, Delta: 888 << 20,
-						PerSession: 18 * 1024}}},
+						PerSession: 18 * 1024, RampCPU: 54 * time.Second}}},
 			},
 			Stopped: "the 25000 step failed: open session: resource_exhausted: " +
 				"too many sessions open on this gateway",
@@ -71,7 +71,10 @@ func sampleReport() *Report {
 				Layers: []Share{{"system calls and sockets", 35},
 					{"Go runtime (scheduler, GC, allocation)", 25}, {"compression (gzip)", 12},
 					{"HTTP/2 and HTTP", 10}, {"chat: gateway", 3}},
-				Top: []ProfileFunc{{Name: "internal/runtime/syscall.Syscall6", FlatPct: 30}}}},
+				Top: []ProfileFunc{{Name: "internal/runtime/syscall.Syscall6", FlatPct: 30}}},
+				{Pkg: "./bench/internal/hotpath", Bench: "BenchmarkHoldSessions", BenchTime: "3000x",
+					Top: []ProfileFunc{{Name: "net/http.(*http2writeQueue).empty", FlatPct: 18.4,
+						CumPct: 19.2}}}},
 			Heap: HeapProfile{Sessions: 500, Total: "Showing nodes accounting for 600MB",
 				Top: []ProfileFunc{{Name: "net/http.(*http2clientStream).writeRequestBody",
 					Flat: "500MB", FlatPct: 83.3}}},
@@ -107,6 +110,12 @@ func TestRenderFullReport(t *testing.T) {
 		"failed: open session: resource_exhausted: too many sessions open on this gateway",
 		"| presence-proxy | 50.0 | 40.0 | 40.0 KiB | 30.0 KiB | 4.5 |",
 		"That is the gateway's configured session bound, not the machine",
+		"The CPU to open one more session grew between 1000 and 10000 sessions " +
+			"(gateway from 3000 µs to 6000 µs)",
+		"every GetFriends crosses two HTTP/2 hops",
+		"In a CPU profile of opening and holding 3000 sessions in one process, " +
+			"`net/http.(*http2writeQueue).empty` takes the most time itself (18% flat, 19%",
+		"### BenchmarkHoldSessions (./bench/internal/hotpath, -benchtime 3000x)",
 		"Each call costs 1000 µs of CPU in all (gateway 350 µs, friends-proxy 300 µs, " +
 			"loadgen 200 µs, friends 150 µs)",
 		"The gateway spends the most",
