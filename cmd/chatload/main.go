@@ -71,7 +71,8 @@ func run() error {
 	flag.IntVar(&o.sessions, "sessions", 1000, "sessions to open (sessions mode)")
 	flag.IntVar(&o.watches, "watches", 5, "users each session watches (sessions mode)")
 	flag.IntVar(&o.parallel, "parallel", 64, "sessions being opened at once (sessions mode)")
-	flag.DurationVar(&o.hold, "hold", 30*time.Second, "how long to hold the sessions open (sessions mode)")
+	flag.DurationVar(&o.hold, "hold", 30*time.Second,
+		"how long to hold the sessions open (sessions mode)")
 	flag.IntVar(&o.concurrency, "concurrency", 32, "callers at once (friends mode)")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measurement (friends mode)")
 	flag.StringVar(&o.presence, "presence", "",

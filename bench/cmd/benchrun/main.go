@@ -39,9 +39,11 @@ func run() error {
 		micro bool
 		serve string
 	)
-	flag.StringVar(&cfg.BinDir, "bin", "bin", "folder of the presence, friends, proxy and gateway binaries")
+	flag.StringVar(&cfg.BinDir, "bin", "bin",
+		"folder of the presence, friends, proxy and gateway binaries")
 	flag.StringVar(&cfg.RepoDir, "repo", ".", "the module's root, where go test and git run")
-	flag.StringVar(&out, "out", "", "folder to write the report to (bench/reports; quick: a temporary folder)")
+	flag.StringVar(&out, "out", "",
+		"folder to write the report to (bench/reports; quick: a temporary folder)")
 	flag.BoolVar(&cfg.Quick, "quick", false, "a one-minute smoke run with small sizes")
 	flag.DurationVar(&cfg.Deadline, "deadline", 0, "bound on the whole run (13m; quick 2m)")
 	flag.StringVar(&steps, "steps", "", "comma-separated session counts to step through "+
@@ -61,9 +63,11 @@ func run() error {
 		"length of each throughput measurement (10s; quick 3s)")
 	flag.IntVar(&cfg.BaselineStreams, "baseline-streams", 0,
 		"idle streams held on the bare server (10000; quick 1000)")
-	flag.BoolVar(&micro, "micro", true, "run the Go micro-benchmarks and CPU profiles (never in quick)")
+	flag.BoolVar(&micro, "micro", true,
+		"run the Go micro-benchmarks and CPU profiles (never in quick)")
 	flag.StringVar(&cfg.BenchTime, "benchtime", "", "go test -benchtime of micro-benchmarks (100ms)")
-	flag.StringVar(&cfg.ProfileTime, "profiletime", "", "go test -benchtime of each profiled benchmark (3s)")
+	flag.StringVar(&cfg.ProfileTime, "profiletime", "",
+		"go test -benchtime of each profiled benchmark (3s)")
 	flag.StringVar(&cfg.LogLevel, "log-level", "", "log level of every child process (warn)")
 	flag.StringVar(&serve, "serve-baseline", "", "serve the bare baseline server on this address "+
 		"and nothing else (used by the run itself)")

@@ -134,7 +134,10 @@ func TestParseGoStats(t *testing.T) {
 	if got != (goStats{Goroutines: 1234, HeapInuse: 25165824}) {
 		t.Errorf("got %+v", got)
 	}
-	for _, bad := range []string{"go_goroutines 1\n", "go_goroutines x\ngo_memstats_heap_inuse_bytes 1\n"} {
+	for _, bad := range []string{
+		"go_goroutines 1\n",
+		"go_goroutines x\ngo_memstats_heap_inuse_bytes 1\n",
+	} {
 		if _, err := parseGoStats(strings.NewReader(bad)); err == nil {
 			t.Errorf("parseGoStats(%q) succeeded, want an error", bad)
 		}
