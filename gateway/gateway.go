@@ -176,6 +176,7 @@ func New(cfg Config) (*Gateway, error) {
 		connect.WithGRPC(),
 		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
 		connect.WithSendMaxBytes(cfg.MaxMessageBytes),
+		connect.WithCompressMinBytes(compressMinBytes),
 	}
 	presence, err := newReplicas(cfg.Presence, func(url string) presencepbconnect.PresenceClient {
 		return presencepbconnect.NewPresenceClient(newH2CClient(), url, limits...)
@@ -235,6 +236,7 @@ func (g *Gateway) routes() http.Handler {
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(g.cfg.MaxMessageBytes),
 		connect.WithSendMaxBytes(g.cfg.MaxMessageBytes),
+		connect.WithCompressMinBytes(compressMinBytes),
 	}
 	services := []string{
 		gatewayv1connect.SessionServiceName,
@@ -298,3 +300,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	return nil
 }
+
+// compressMinBytes is the smallest message worth compressing: gzip costs
+// more CPU than it saves on the small messages of this API.
+const compressMinBytes = 1024

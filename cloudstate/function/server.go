@@ -33,9 +33,17 @@ const (
 	// Cloudstate proxy allows: large enough for big states.
 	DefaultMaxMessageBytes = 12 << 20
 	// DefaultMaxConcurrentStreams is the number of entity streams one proxy
-	// connection may hold open at once.
-	DefaultMaxConcurrentStreams = 10000
+	// connection may hold open at once. A proxy with more active entities
+	// opens more connections. Go's HTTP/2 server does work per open stream
+	// of a connection for each frame it writes, so a connection holding
+	// thousands of streams costs more CPU per message than several holding
+	// hundreds.
+	DefaultMaxConcurrentStreams = 250
 )
+
+// compressMinBytes is the smallest message worth compressing: gzip costs
+// more CPU than it saves on a loopback or in-pod link for smaller ones.
+const compressMinBytes = 1024
 
 // libraryName is reported to the proxy in ServiceInfo.
 const libraryName = "github.com/cloudchat/cloudchat/cloudstate/function"
@@ -96,6 +104,7 @@ func New(cfg Config) (*Server, error) {
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
 		connect.WithSendMaxBytes(cfg.MaxMessageBytes),
+		connect.WithCompressMinBytes(compressMinBytes),
 	}
 	mux := http.NewServeMux()
 	mux.Handle(protocolconnect.NewEntityDiscoveryHandler(discovery{s}, opts...))

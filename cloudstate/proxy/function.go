@@ -104,12 +104,14 @@ func newFunction(cfg *Config, onUp func(bool)) *function {
 		connect.WithGRPC(),
 		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
 		connect.WithSendMaxBytes(cfg.MaxMessageBytes),
+		connect.WithCompressMinBytes(compressMinBytes),
 	}
 	// A spec's descriptors may exceed the limit on messages.
 	discoveryOpts := []connect.ClientOption{
 		connect.WithGRPC(),
 		connect.WithReadMaxBytes(max(cfg.MaxMessageBytes, maxSpecBytes)),
 		connect.WithSendMaxBytes(cfg.MaxMessageBytes),
+		connect.WithCompressMinBytes(compressMinBytes),
 	}
 	return &function{
 		log:       cfg.Logger,

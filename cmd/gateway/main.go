@@ -39,6 +39,8 @@ func run() error {
 		"debug, info, warn or error (env LOG_LEVEL)")
 	logFormat := flag.String("log-format", env("LOG_FORMAT", "auto"),
 		"text, json, or auto: text on a terminal, JSON elsewhere (env LOG_FORMAT)")
+	maxSessions := flag.String("max-sessions", env("MAX_SESSIONS", "10000"),
+		"sessions open at once; each holds one stream (env MAX_SESSIONS)")
 	flag.Parse()
 
 	logger, err := logging.New(os.Stderr, *logFormat, *logLevel)
@@ -47,6 +49,10 @@ func run() error {
 	}
 	if n, err := strconv.Atoi(*port); err != nil || n < 0 || n > 65535 {
 		return fmt.Errorf("port %q is not a number from 0 to 65535", *port)
+	}
+	sessions, err := strconv.Atoi(*maxSessions)
+	if err != nil || sessions < 1 {
+		return fmt.Errorf("max-sessions %q is not a positive number", *maxSessions)
 	}
 	presenceAddrs, err := gateway.ParseAddrs(*presence)
 	if err != nil {
@@ -75,6 +81,7 @@ func run() error {
 		Presence:    presenceAddrs,
 		Friends:     friendsAddrs,
 		TokenSecret: tokenSecret,
+		MaxSessions: sessions,
 		Logger:      logger,
 	})
 	if err != nil {
