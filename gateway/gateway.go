@@ -224,6 +224,12 @@ func New(cfg Config) (*Gateway, error) {
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		HTTP2: &http.HTTP2Config{
+			// A client sizes the buffer of each request body it streams by the
+			// largest frame the server accepts (up to 512 KiB): a small frame
+			// keeps every long-lived stream's buffer small.
+			MaxReadFrameSize: 16 << 10,
+		},
 	}
 	g.server.Protocols = new(http.Protocols)
 	g.server.Protocols.SetHTTP1(true)

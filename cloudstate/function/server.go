@@ -159,6 +159,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams: s.cfg.MaxConcurrentStreams,
+			// A client sizes the buffer of each request body it streams by the
+			// largest frame the server accepts (up to 512 KiB): a small frame
+			// keeps every long-lived stream's buffer small.
+			MaxReadFrameSize: 16 << 10,
 			// Pings find a proxy that went away without closing, so that its
 			// entity streams end.
 			SendPingTimeout: 30 * time.Second,

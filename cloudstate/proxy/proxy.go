@@ -280,6 +280,10 @@ func New(cfg Config) (*Proxy, error) {
 		HTTP2: &http.HTTP2Config{
 			SendPingTimeout: 30 * time.Second,
 			PingTimeout:     15 * time.Second,
+			// A client sizes the buffer of each request body it streams by the
+			// largest frame the server accepts (up to 512 KiB): a small frame
+			// keeps every long-lived stream's buffer small.
+			MaxReadFrameSize: 16 << 10,
 		},
 		ErrorLog: errLog,
 	}
