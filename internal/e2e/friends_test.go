@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -73,6 +72,7 @@ func TestFriendsRollingRestart(t *testing.T) {
 		w.awaitAcks(t, i, 1)
 	}
 	for i, r := range rs {
+		began := time.Now()
 		w.setUp(i, false)
 		if err := r.Proxy.Stop(DefaultStopTimeout); err != nil {
 			t.Errorf("%v", err)
@@ -80,24 +80,29 @@ func TestFriendsRollingRestart(t *testing.T) {
 		if err := r.Function.Stop(DefaultStopTimeout); err != nil {
 			t.Errorf("%v", err)
 		}
+		stopped := time.Now()
 		if err := r.Function.Start(); err != nil {
 			t.Fatal(err)
 		}
 		if err := r.Proxy.Start(); err != nil {
 			t.Fatal(err)
 		}
+		started := time.Now()
 		acked := w.acked()
 		eventually(t, fmt.Sprintf("restarted %s has the %d adds acknowledged so far",
 			r.Name, len(acked)), func() error {
 			return hasAll(t.Context(), r, user, acked, w.tried)
 		})
+		t.Logf("%s: stopped in %v, started in %v, caught up with %d adds in %v", r.Name,
+			stopped.Sub(began).Round(time.Millisecond), started.Sub(stopped).Round(time.Millisecond),
+			len(acked), time.Since(started).Round(time.Millisecond))
 		before := w.acksThrough(i)
 		w.setUp(i, true)
 		w.awaitAcks(t, i, before+1)
 	}
 
 	acked := w.stop(t)
-	t.Logf("%d adds acknowledged, %d failed", len(acked), w.failed.Load())
+	t.Logf("%d adds acknowledged, %d failed %v", len(acked), w.failed.Load(), w.errs)
 	for _, r := range rs {
 		eventually(t, fmt.Sprintf("%s has all %d acknowledged adds", r.Name, len(acked)), func() error {
 			return hasAll(t.Context(), r, user, acked, w.tried)
@@ -139,11 +144,12 @@ type writer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	// mu guards next, acks and per.
+	// mu guards next, acks, per and errs.
 	mu   sync.Mutex
 	next int      // number of the next name to try
 	acks []string // acknowledged names, in order
 	per  []int    // acknowledged adds through each replica
+	errs []string // the first failures, for the log
 }
 
 // startWriter starts a writer with every replica up; it stops when the
@@ -182,8 +188,13 @@ func (w *writer) run(ctx context.Context) {
 		w.next++
 		w.mu.Unlock()
 		if err := addFriend(ctx, w.rs[i], w.user, name); err != nil {
-			if !errors.Is(ctx.Err(), context.Canceled) {
+			if ctx.Err() == nil {
 				w.failed.Add(1)
+				w.mu.Lock()
+				if len(w.errs) < 5 {
+					w.errs = append(w.errs, fmt.Sprintf("add %s through %s: %v", name, w.rs[i].Name, err))
+				}
+				w.mu.Unlock()
 			}
 			continue
 		}

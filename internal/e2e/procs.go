@@ -328,7 +328,12 @@ func Start(t testing.TB, specs ...Spec) []*Process {
 				t.Logf("output of %s:\n%s", p.Name(), p.Output())
 			}
 		})
-		wg.Go(func() { errs[i] = p.Start() })
+		wg.Go(func() {
+			began := time.Now()
+			if errs[i] = p.Start(); errs[i] == nil {
+				t.Logf("%s ready in %v", p.Name(), time.Since(began).Round(time.Millisecond))
+			}
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
