@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
@@ -31,8 +32,10 @@ var handedOut = struct {
 }{ports: make(map[int]bool)}
 
 // PickPorts returns the ports of n replicas: free a moment ago, distinct,
-// and never handed out before by this test binary. Another program may
-// still take one before the replica binds it.
+// and never handed out before by this test binary. They lie below the
+// kernel's ephemeral range when there is room, so that no outgoing
+// connection, of which the cluster opens many, takes one while its replica
+// is down; another program may still bind one first.
 func PickPorts(n int) ([]Ports, error) {
 	out := make([]Ports, n)
 	for i := range out {
@@ -52,36 +55,74 @@ func PickPorts(n int) ([]Ports, error) {
 	return out, nil
 }
 
+// lowestPort is the bottom of the range ports are picked from, above the
+// ports of a local stack and of most servers.
+const lowestPort = 20000
+
 // freePort returns a loopback port free for TCP and, when udp is set, for
 // UDP too.
 func freePort(udp bool) (int, error) {
 	handedOut.Lock()
 	defer handedOut.Unlock()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	top := ephemeralStart()
+	for range 100 {
+		port := 0
+		if top > lowestPort+1000 {
+			port = lowestPort + rand.IntN(top-lowestPort)
+		}
+		port, err := tryPort(port, udp)
 		if err != nil {
-			return 0, fmt.Errorf("find free port: %w", err)
+			return 0, err
 		}
-		addr, ok := l.Addr().(*net.TCPAddr)
-		if !ok {
-			l.Close()
-			return 0, errors.New("find free port: listener has no TCP address")
-		}
-		port := addr.Port
-		free := !handedOut.ports[port]
-		if free && udp {
-			pc, err := net.ListenPacket("udp", hostPort(port))
-			if free = err == nil; free {
-				pc.Close()
-			}
-		}
-		l.Close()
-		if free {
+		if port != 0 && !handedOut.ports[port] {
 			handedOut.ports[port] = true
 			return port, nil
 		}
 	}
-	return 0, errors.New("find free port: none found in 50 attempts")
+	return 0, errors.New("find free port: none found in 100 attempts")
+}
+
+// tryPort listens on port, 0 for any, and returns it when it was free on
+// TCP and, when udp is set, on UDP; 0 when it was taken.
+func tryPort(port int, udp bool) (int, error) {
+	l, err := net.Listen("tcp", hostPort(port))
+	if err != nil {
+		if port == 0 {
+			return 0, fmt.Errorf("find free port: %w", err)
+		}
+		return 0, nil
+	}
+	defer l.Close()
+	addr, ok := l.Addr().(*net.TCPAddr)
+	if !ok {
+		return 0, errors.New("find free port: listener has no TCP address")
+	}
+	if udp {
+		pc, err := net.ListenPacket("udp", hostPort(addr.Port))
+		if err != nil {
+			return 0, nil
+		}
+		pc.Close()
+	}
+	return addr.Port, nil
+}
+
+// ephemeralStart returns the first port of the kernel's range for outgoing
+// connections, or 0 when it is unknown.
+func ephemeralStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) != 2 {
+		return 0
+	}
+	n, err := strconv.Atoi(fields[0])
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // hostPort returns "127.0.0.1:port".
