@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	crand "crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -157,9 +159,10 @@ func FunctionSpec(bins Binaries, service, name string, port int) Spec {
 
 // ProxySpec returns the spec of the proxy of replica i of a service whose
 // replicas have the ports all, clustered with every replica as a seed (this
-// one included, as a Kubernetes headless service would list it). It is ready
-// once /readyz answers 200: it has discovered its function.
-func ProxySpec(bins Binaries, service string, i int, all []Ports) Spec {
+// one included, as a Kubernetes headless service would list it) and gossip
+// encrypted with key, base64 as CLUSTER_KEY takes it. It is ready once
+// /readyz answers 200: it has discovered its function.
+func ProxySpec(bins Binaries, service string, i int, all []Ports, key string) Spec {
 	seeds := make([]string, len(all))
 	for j, p := range all {
 		seeds[j] = hostPort(p.Cluster)
@@ -179,6 +182,7 @@ func ProxySpec(bins Binaries, service string, i int, all []Ports) Spec {
 			"CLUSTER_HOST=127.0.0.1",
 			"CLUSTER_PORT=" + strconv.Itoa(p.Cluster),
 			"CLUSTER_JOIN=" + strings.Join(seeds, ","),
+			"CLUSTER_KEY=" + key,
 			"LOG_LEVEL=" + logLevel(),
 		},
 		Ready: HTTPReady(fmt.Sprintf("http://%s/readyz", hostPort(p.Metrics))),
@@ -196,12 +200,15 @@ func logLevel() string {
 
 // StartProxies starts a clustered proxy for each of ports, all at once, in
 // front of functions already listening on their function ports, and waits
-// until every one is ready. They are killed when the test ends.
+// until every one is ready. Their gossip is encrypted with a new key, as in
+// production. They are killed when the test ends.
 func StartProxies(t testing.TB, bins Binaries, service string, ports []Ports) []*Replica {
 	t.Helper()
+	key := make([]byte, 32)
+	_, _ = crand.Read(key) // documented never to return an error
 	specs := make([]Spec, len(ports))
 	for i := range ports {
-		specs[i] = ProxySpec(bins, service, i, ports)
+		specs[i] = ProxySpec(bins, service, i, ports, base64.StdEncoding.EncodeToString(key))
 	}
 	procs := Start(t, specs...)
 	rs := make([]*Replica, len(ports))
