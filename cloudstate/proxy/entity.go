@@ -553,7 +553,9 @@ func (e *entity) applyAction(sa *protocol.CrdtStateAction, except int64) error {
 	if err != nil {
 		return fmt.Errorf("apply state action: %w", err)
 	}
-	err = e.es.replicas.apply(e.key, sa, e.notify)
+	// The function clears only what it has seen: changes merged from other
+	// nodes that it has not been told of yet must survive.
+	err = e.es.replicas.apply(e.key, crdt.Observed(e.model, sa), e.notify)
 	switch {
 	case errors.Is(err, errDeleted):
 		// Deleted elsewhere meanwhile: the function hears of it next.
