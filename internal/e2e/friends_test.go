@@ -49,13 +49,6 @@ func TestFriendsAcrossReplicas(t *testing.T) {
 // through another: the add must survive the remove everywhere.
 func TestFriendsRemoveKeepsConcurrentAdd(t *testing.T) {
 	t.Parallel()
-	// TODO: remove this skip once the proxy applies a user function's
-	// "cleared" only to the elements that function has seen. Today, when
-	// the remote add is merged while the remove is in flight to the
-	// function, the function reports removing its last element as cleared,
-	// and the proxy clears its whole replica, the unseen add included, on
-	// every node; it loses the add in about one round in four.
-	t.Skip("known proxy bug: a function's cleared ORSet removes adds it has not seen")
 	rs := StartService(t, binaries(t), "friends", 3)
 	ctx := t.Context()
 	for i := range 20 {
