@@ -233,7 +233,8 @@ func StartService(t testing.TB, bins Binaries, service string, n int) []*Replica
 	}
 	specs := make([]Spec, n)
 	for i, p := range ports {
-		specs[i] = FunctionSpec(bins, service, fmt.Sprintf("%s-%d-function", service, i+1), p.Function)
+		name := fmt.Sprintf("%s-%d-function", service, i+1)
+		specs[i] = FunctionSpec(bins, service, name, p.Function)
 	}
 	fns := Start(t, specs...)
 	rs := StartProxies(t, bins, service, ports)

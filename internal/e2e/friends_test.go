@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -123,18 +124,20 @@ func TestFriendsRollingRestart(t *testing.T) {
 			r.Name, len(acked)), func() error {
 			return hasAll(t.Context(), r, user, acked, w.tried)
 		})
+		ms := time.Millisecond
 		t.Logf("%s: stopped in %v, started in %v, caught up with %d adds in %v", r.Name,
-			stopped.Sub(began).Round(time.Millisecond), started.Sub(stopped).Round(time.Millisecond),
-			len(acked), time.Since(started).Round(time.Millisecond))
+			stopped.Sub(began).Round(ms), started.Sub(stopped).Round(ms),
+			len(acked), time.Since(started).Round(ms))
 		before := w.acksThrough(i)
 		w.setUp(i, true)
 		w.awaitAcks(t, i, before+1)
 	}
 
-	acked := w.stop(t)
+	acked := w.stop()
 	t.Logf("%d adds acknowledged, %d failed %v", len(acked), w.failed.Load(), w.errs)
 	for _, r := range rs {
-		eventually(t, fmt.Sprintf("%s has all %d acknowledged adds", r.Name, len(acked)), func() error {
+		what := fmt.Sprintf("%s has all %d acknowledged adds", r.Name, len(acked))
+		eventually(t, what, func() error {
 			return hasAll(t.Context(), r, user, acked, w.tried)
 		})
 	}
@@ -142,7 +145,9 @@ func TestFriendsRollingRestart(t *testing.T) {
 
 // hasAll checks that user's friends read through r include every name of
 // want and only names the writer tried.
-func hasAll(ctx context.Context, r *Replica, user string, want []string, tried func(string) bool) error {
+func hasAll(
+	ctx context.Context, r *Replica, user string, want []string, tried func(string) bool,
+) error {
 	got, err := getFriends(ctx, r, user)
 	if err != nil {
 		return err
@@ -222,7 +227,8 @@ func (w *writer) run(ctx context.Context) {
 				w.failed.Add(1)
 				w.mu.Lock()
 				if len(w.errs) < 5 {
-					w.errs = append(w.errs, fmt.Sprintf("add %s through %s: %v", name, w.rs[i].Name, err))
+					w.errs = append(w.errs,
+						fmt.Sprintf("add %s through %s: %v", name, w.rs[i].Name, err))
 				}
 				w.mu.Unlock()
 			}
@@ -250,7 +256,10 @@ func (w *writer) acked() []string {
 // tried reports whether the writer has tried to add name.
 func (w *writer) tried(name string) bool {
 	var n int
-	if _, err := fmt.Sscanf(name, "friend-%d", &n); err != nil || name != fmt.Sprintf("friend-%04d", n) {
+	if _, err := fmt.Sscanf(name, "friend-%d", &n); err != nil {
+		return false
+	}
+	if name != fmt.Sprintf("friend-%04d", n) {
 		return false
 	}
 	w.mu.Lock()
@@ -277,7 +286,7 @@ func (w *writer) awaitAcks(t *testing.T, i, n int) {
 }
 
 // stop stops the writer and returns the acknowledged names, sorted.
-func (w *writer) stop(t *testing.T) []string {
+func (w *writer) stop() []string {
 	w.cancel()
 	<-w.done
 	return w.acked()
@@ -290,37 +299,41 @@ func (w *writer) stop(t *testing.T) []string {
 // again with their state, keeps the list whole.
 func TestFriendsPolyglot(t *testing.T) {
 	t.Parallel()
-	b := binaries(t)
+	bin := binaries(t)
 	ports, err := PickPorts(2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	js := jsfixture.Start(t, ports[0].Function)
-	goFn := Start(t, FunctionSpec(b, "friends", "friends-2-function", ports[1].Function))
-	rs := StartProxies(t, b, "friends", ports)
+	goFn := Start(t, FunctionSpec(bin, "friends", "friends-2-function", ports[1].Function))
+	rs := StartProxies(t, bin, "friends", ports)
 	rs[1].Function = goFn[0]
-	a, bb := rs[0], rs[1]
+	a, b := rs[0], rs[1]
 	ctx := t.Context()
 	const user = "frank"
 
 	if err := addFriend(ctx, a, user, "from-js"); err != nil {
 		t.Fatalf("Add through %s (JavaScript): %v", a.Name, err)
 	}
-	awaitFriends(t, bb, user, []string{"from-js"})
-	if err := addFriend(ctx, bb, user, "from-go"); err != nil {
-		t.Fatalf("Add through %s (Go): %v", bb.Name, err)
+	// The library traces each entity it serves as "[entity key]".
+	if !strings.Contains(js.Output(), "["+user+"]") {
+		t.Fatalf("the JavaScript function did not serve %s's entity", user)
+	}
+	awaitFriends(t, b, user, []string{"from-js"})
+	if err := addFriend(ctx, b, user, "from-go"); err != nil {
+		t.Fatalf("Add through %s (Go): %v", b.Name, err)
 	}
 	both := []string{"from-go", "from-js"}
 	awaitFriends(t, a, user, both)
-	awaitFriends(t, bb, user, both)
+	awaitFriends(t, b, user, both)
 
 	js.Kill()
-	a.Function = Start(t, FunctionSpec(b, "friends", "friends-1-function", ports[0].Function))[0]
+	a.Function = Start(t, FunctionSpec(bin, "friends", "friends-1-function", ports[0].Function))[0]
 	awaitFriends(t, a, user, both)
 	eventually(t, "add through "+a.Name+" after the switch", func() error {
 		return addFriend(ctx, a, user, "after-switch")
 	})
 	all := []string{"after-switch", "from-go", "from-js"}
 	awaitFriends(t, a, user, all)
-	awaitFriends(t, bb, user, all)
+	awaitFriends(t, b, user, all)
 }

@@ -85,7 +85,8 @@ func getFriends(ctx context.Context, r *Replica, user string) ([]string, error) 
 func addFriend(ctx context.Context, r *Replica, user, friend string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, err := friendsClient(r).Add(ctx, connect.NewRequest(&friendspb.Friend{User: user, Friend: friend}))
+	req := connect.NewRequest(&friendspb.Friend{User: user, Friend: friend})
+	_, err := friendsClient(r).Add(ctx, req)
 	return err
 }
 

@@ -56,7 +56,10 @@ func monitor(t *testing.T, r *Replica, user string) *watcher {
 		cancel()
 		t.Fatalf("Monitor through %s: %v", r.Name, err)
 	}
-	w := &watcher{name: fmt.Sprintf("Monitor(%s) through %s", user, r.Name), updates: make(chan bool, 16)}
+	w := &watcher{
+		name:    fmt.Sprintf("Monitor(%s) through %s", user, r.Name),
+		updates: make(chan bool, 16),
+	}
 	go func() {
 		defer close(w.updates)
 		for stream.Receive() {
