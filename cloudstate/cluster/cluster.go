@@ -225,7 +225,8 @@ func (c *Cluster) Start(ctx context.Context) error {
 func (c *Cluster) joinUntil(ctx context.Context) bool {
 	delay := 100 * time.Millisecond
 	for {
-		if c.list.NumMembers() > 1 || c.joinMissing(ctx) > 0 {
+		joined, missing := c.joinMissing(ctx)
+		if c.list.NumMembers() > 1 || joined > 0 || missing == 0 {
 			return true
 		}
 		select {
@@ -238,8 +239,9 @@ func (c *Cluster) joinUntil(ctx context.Context) bool {
 }
 
 // joinMissing resolves the seeds and joins every seed address that is not a
-// live member, returning how many answered.
-func (c *Cluster) joinMissing(ctx context.Context) int {
+// live member, returning how many answered and how many it tried. A seed
+// that does not resolve counts as tried.
+func (c *Cluster) joinMissing(ctx context.Context) (joined, tried int) {
 	members := make(map[string]bool)
 	for _, n := range c.list.Members() {
 		members[n.Address()] = true
@@ -252,6 +254,7 @@ func (c *Cluster) joinMissing(ctx context.Context) int {
 			resolved, err := net.DefaultResolver.LookupHost(ctx, host)
 			if err != nil {
 				c.log.Debug("resolve seed", "seed", seed, "err", err)
+				tried++
 				continue
 			}
 			addrs = resolved
@@ -263,13 +266,13 @@ func (c *Cluster) joinMissing(ctx context.Context) int {
 		}
 	}
 	if len(missing) == 0 {
-		return 0
+		return 0, tried
 	}
 	n, err := c.list.Join(missing)
 	if err != nil {
 		c.log.Debug("join seeds", "seeds", missing, "err", err)
 	}
-	return n
+	return n, tried + len(missing)
 }
 
 // rejoinLoop joins seeds that are not members, so that a cluster split at
@@ -288,7 +291,7 @@ func (c *Cluster) rejoinLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if n := c.joinMissing(ctx); n > 0 {
+			if n, _ := c.joinMissing(ctx); n > 0 {
 				c.log.Info("joined members", "count", n, "members", c.list.NumMembers())
 			}
 		}

@@ -130,7 +130,8 @@ func (c *Cluster) sendReplicas(node string, keys []string) {
 		err := c.send(n, msg)
 		msg.Entries, size = msg.Entries[:0], 0
 		if err != nil {
-			c.log.Debug("send replicas", "node", node, "err", err)
+			// The next push/pull tries again.
+			c.log.Warn("send replicas for repair", "node", node, "err", err)
 			return false
 		}
 		return true
