@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cloudchat/cloudchat/internal/probe"
 )
 
 // Config describes the stack to run.
@@ -216,15 +217,12 @@ func (c *child) stop(grace time.Duration) {
 
 // waitReady polls url until it answers 200, ctx is done or a process exits.
 func waitReady(ctx context.Context, url string, exited <-chan string) error {
-	client := &http.Client{Timeout: time.Second}
+	ready := probe.HTTP(url)
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		// Errors are expected while the process starts: keep polling.
-		if resp, err := client.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if ready(ctx) == nil {
+			return nil
 		}
 		select {
 		case <-ctx.Done():

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/cloudchat/cloudchat/internal/probe"
 )
 
 // Ports are the loopback ports of one replica of a service.
@@ -153,7 +155,7 @@ func FunctionSpec(bins Binaries, service, name string, port int) Spec {
 		Name:  name,
 		Path:  bins.Path(service),
 		Env:   []string{"HOST=127.0.0.1", "PORT=" + strconv.Itoa(port)},
-		Ready: TCPReady(hostPort(port)),
+		Ready: probe.TCP(hostPort(port)),
 	}
 }
 
@@ -185,7 +187,7 @@ func ProxySpec(bins Binaries, service string, i int, all []Ports, key string) Sp
 			"CLUSTER_KEY=" + key,
 			"LOG_LEVEL=" + logLevel(),
 		},
-		Ready: HTTPReady(fmt.Sprintf("http://%s/readyz", hostPort(p.Metrics))),
+		Ready: probe.HTTP(fmt.Sprintf("http://%s/readyz", hostPort(p.Metrics))),
 	}
 }
 

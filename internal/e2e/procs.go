@@ -11,8 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cloudchat/cloudchat/internal/probe"
 )
 
 // DefaultReadyTimeout bounds how long a process may take to serve.
@@ -86,41 +86,8 @@ type Spec struct {
 	ReadyTimeout time.Duration
 }
 
-// Probe reports nil once a process serves. It is polled until then, and
-// should give up when ctx is done.
-type Probe func(ctx context.Context) error
-
-// HTTPReady is a probe that wants 200 OK from a GET of url.
-func HTTPReady(url string) Probe {
-	client := &http.Client{Timeout: time.Second}
-	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		res, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s: %s", url, res.Status)
-		}
-		return nil
-	}
-}
-
-// TCPReady is a probe that wants a TCP connection to addr to succeed.
-func TCPReady(addr string) Probe {
-	return func(ctx context.Context) error {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return err
-		}
-		return conn.Close()
-	}
-}
+// Probe reports nil once a process serves.
+type Probe = probe.Func
 
 // Process is a program under test that can be stopped, killed and started
 // again with the same spec, so on the same ports. Its methods may be called

@@ -16,6 +16,7 @@ import (
 	"github.com/cloudchat/cloudchat/gen/presencepb"
 	"github.com/cloudchat/cloudchat/gen/presencepb/presencepbconnect"
 	"github.com/cloudchat/cloudchat/internal/loadgen"
+	"github.com/cloudchat/cloudchat/internal/probe"
 )
 
 // flipUsers is the number of users flipped in turn by a flip measurement.
@@ -51,7 +52,7 @@ func (r *runner) baseline(ctx context.Context) (res BaselineResult) {
 	srv, err := st.start(ctx, spec{
 		name: "bare-server", role: "bare-server", binary: r.cfg.Self, addr: addr,
 		args:  []string{"-serve-baseline", addr},
-		ready: httpReady("http://" + addr + "/healthz"),
+		ready: probe.HTTP("http://" + addr + "/healthz"),
 	})
 	if err != nil {
 		res.Err = err.Error()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cloudchat/cloudchat/internal/probe"
 )
 
 // child is one process the benchmark started.
@@ -246,37 +247,6 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// httpReady returns a readiness check that GETs url and wants 200.
-func httpReady(url string) func(context.Context) error {
-	client := &http.Client{Timeout: time.Second}
-	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", url, resp.Status)
-		}
-		return nil
-	}
-}
-
-// tcpReady returns a readiness check that wants addr to accept connections.
-func tcpReady(addr string) func(context.Context) error {
-	return func(ctx context.Context) error {
-		conn, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return err
-		}
-		return conn.Close()
-	}
-}
-
 // hasFlag reports whether the program at path lists flag name in its
 // usage.
 func hasFlag(path, name string) bool {
@@ -336,7 +306,7 @@ func (s *stack) startChat(ctx context.Context, cs chatStack) (*chat, error) {
 			"LOG_LEVEL=" + s.logLevel,
 			"LOG_FORMAT=json",
 		},
-		ready: httpReady("http://" + addr + "/healthz"),
+		ready: probe.HTTP("http://" + addr + "/healthz"),
 	})
 	if err != nil {
 		return nil, err
@@ -376,7 +346,7 @@ func (s *stack) startService(ctx context.Context, svc string, replicas int) ([]s
 		_, err := s.start(ctx, spec{
 			name: svc + suffix, role: svc, binary: svc, addr: fnAddr,
 			env:   []string{"HOST=127.0.0.1", "PORT=" + strconv.Itoa(fn), "LOG_LEVEL=" + s.logLevel},
-			ready: tcpReady(fnAddr),
+			ready: probe.TCP(fnAddr),
 		})
 		if err != nil {
 			return nil, err
@@ -402,7 +372,7 @@ func (s *stack) startService(ctx context.Context, svc string, replicas int) ([]s
 		_, err = s.start(ctx, spec{
 			name: svc + "-proxy" + suffix, role: svc + "-proxy", binary: "proxy", addr: pxAddr,
 			env:        env,
-			ready:      httpReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", metrics)),
+			ready:      probe.HTTP(fmt.Sprintf("http://127.0.0.1:%d/readyz", metrics)),
 			metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics),
 		})
 		if err != nil {
